@@ -1,0 +1,96 @@
+"""Typed run configuration, read from and written to YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmrobust.data import DEFAULT_DATASET
+from mmrobust.models import make_config, model_class
+from mmrobust.training import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the key."""
+
+
+class RunConfig(BaseModel):
+    """One training run: which dataset, which model with which settings, how to train."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(DEFAULT_DATASET, description="dataset name or MMRec folder path")
+    model: str = Field("vbpr", description="model name (pop, mf, lightgcn, vbpr, ...)")
+    model_params: dict[str, Any] = Field(default_factory=dict, description="the model's typed config, defaults filled in")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _resolve_model(self) -> RunConfig:
+        self.model = model_class(self.model).name
+        try:
+            self.model_params = make_config(self.model, self.model_params).model_dump()
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, f"{self.model} settings", prefix="model_params.")) from None
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def format_validation_error(exc: ValidationError, source: str = "config", prefix: str = "") -> str:
+    """One line naming every offending key (``'train.lr' Input should be greater than 0``)."""
+    parts = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known setting"
+        key = ".".join(str(p) for p in err["loc"])
+        parts.append(f"'{prefix}{key}' {msg}" if key else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_run_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    return parse_run_config(data, str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides: ``train.lr=0.01``, ``model_params.reg_weight=0.1``, or a bare
+    key, which goes to ``train`` if it is a training setting and to ``model_params`` otherwise."""
+    data = {**data, "train": dict(data.get("train", {})), "model_params": dict(data.get("model_params", {}))}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        section, _, name = key.rpartition(".")
+        section = {"model": "model_params"}.get(section, section)
+        if not section:
+            section = "train" if name in TrainConfig.model_fields else ("" if name in RunConfig.model_fields else "model_params")
+        if section:
+            if section not in ("train", "model_params"):
+                raise ConfigError(f"override '{key}': unknown section '{section}' (use train. or model.)")
+            data[section][name] = value
+        else:
+            data[name] = value
+    return data

@@ -1,0 +1,138 @@
+"""A run is a directory: resolved config (``config.yaml``), environment and versions
+(``versions.json``), resumable ``checkpoint.pt``, ``best.pt``, ``history.csv``,
+``metrics.json`` and a tidy results table (``results.parquet`` / ``results.csv``: one row
+per measured number with its coordinates)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import mmrobust
+from mmrobust.data import Dataset, load_dataset
+from mmrobust.evaluation import evaluate, evaluate_sampled
+from mmrobust.experiments.config import RunConfig, load_run_config
+from mmrobust.models import Recommender, build_model
+from mmrobust.training import BEST, FitResult, fit, load_weights
+from mmrobust.utils import (
+    atomic_path,
+    atomic_write_text,
+    resolve_device,
+    seed_everything,
+    torch_save_atomic,
+)
+
+RESULT_COLUMNS = ["dataset", "model", "defense", "attack", "budget", "seed", "split", "protocol", "metric", "k",
+                  "value", "run_dir"]
+
+
+@dataclass
+class Run:
+    """A trained run loaded back: its config, dataset and model with the best weights."""
+
+    path: Path
+    config: RunConfig
+    dataset: Dataset
+    model: Recommender
+
+
+def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = Path(config.dataset).name
+    return Path(root) / f"{name}-{config.model}-s{config.train.seed}-{stamp}"
+
+
+def environment() -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"mmrobust": mmrobust.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "platform": platform.platform(),
+            "git_commit": commit or "unknown", "cuda": str(torch.cuda.is_available())}
+
+
+def tidy_rows(metrics: dict[str, float], split: str, coords: dict[str, object], protocol: str = "full") -> list[dict]:
+    rows = []
+    for key, value in metrics.items():
+        name, _, k = key.partition("@")
+        rows.append({**coords, "split": split, "protocol": protocol, "metric": name, "k": int(k) if k else None,
+                     "value": float(value)})
+    return rows
+
+
+def write_results(run_dir: Path, rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
+    with atomic_path(run_dir / "results.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(run_dir / "results.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
+def _coords(config: RunConfig, dataset: Dataset, run_dir: Path) -> dict[str, object]:
+    return {"dataset": dataset.name, "model": config.model, "defense": "none", "attack": "none", "budget": 0.0,
+            "seed": config.train.seed, "run_dir": str(run_dir)}
+
+
+def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool = True,
+              dataset: Dataset | None = None) -> tuple[Path, FitResult]:
+    """Train one run end to end and write its directory; returns (run_dir, result)."""
+    dataset = dataset or load_dataset(config.dataset)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    existing = run_dir / "config.yaml"
+    if resume and existing.exists() and load_run_config(existing) != config:
+        raise ValueError(f"{run_dir} holds a run with a different config; pick another --run-dir or pass --no-resume")
+    atomic_write_text(existing, config.to_yaml())
+    atomic_write_text(run_dir / "versions.json", json.dumps(environment(), indent=2))
+    seed_everything(config.train.seed)
+    model = build_model(config.model, dataset, config.model_params)
+    result = fit(model, dataset, config.train, run_dir=run_dir, resume=resume)
+    if not model.trainable:
+        torch_save_atomic(model.state_dict(), run_dir / BEST)
+    pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
+    metrics = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+               "seconds": result.seconds, "resumed_from_epoch": result.resumed_from,
+               "valid": result.valid, "test": result.test, "dataset": dataset.summary()}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    coords = _coords(config, dataset, run_dir)
+    write_results(run_dir, tidy_rows(result.valid, "valid", coords) + tidy_rows(result.test, "test", coords))
+    return run_dir, result
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> Run:
+    """Rebuild a run's dataset and model and load its best weights (``weights_only=True``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    if not (run_dir / BEST).exists():
+        raise FileNotFoundError(f"{run_dir} has no {BEST}; the run has not finished an evaluation yet")
+    config = load_run_config(run_dir / "config.yaml")
+    dataset = load_dataset(config.dataset)
+    model = build_model(config.model, dataset, config.model_params)
+    dev = resolve_device(device)
+    load_weights(model, run_dir / BEST, dev)
+    return Run(run_dir, config, dataset, model.to(dev))
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", protocol: str = "full", n_negatives: int = 999,
+                 device: str = "auto") -> dict[str, float]:
+    """Evaluate a run's best checkpoint with the full-ranking or sampled protocol."""
+    run = load_run(run_dir, device)
+    ks = run.config.train.ks
+    if protocol == "full":
+        return evaluate(run.model, run.dataset, split, ks=ks)
+    if protocol == "sampled":
+        return evaluate_sampled(run.model, run.dataset, split, ks=ks, n_negatives=n_negatives, seed=run.config.train.seed)
+    raise ValueError(f"unknown protocol '{protocol}'; use 'full' or 'sampled'")

@@ -1,0 +1,97 @@
+"""The mmrobust command: data commands, train, evaluate, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import good_rows, write_folder
+from mmrobust.cli.main import app
+from mmrobust.data import make_synthetic, write_mmrec
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def synthetic_folder(tmp_path_factory):
+    ds = make_synthetic(n_users=80, n_items=120, per_user=12, seed=5)
+    coo = {s: ds.split(s).tocoo() for s in ("train", "valid", "test")}
+    inter = pd.DataFrame({
+        "userID": np.concatenate([c.row for c in coo.values()]),
+        "itemID": np.concatenate([c.col for c in coo.values()]),
+        "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()]),
+    })
+    inter["rating"], inter["timestamp"] = 1, 0
+    return write_mmrec(tmp_path_factory.mktemp("data") / "synth", "synth", inter, ds.features)
+
+
+def test_data_import_list_show(synthetic_folder, isolated_home):
+    result = invoke("data", "import", synthetic_folder, "--name", "mysynth")
+    assert result.exit_code == 0 and "registered mysynth" in result.output
+    listing = invoke("data", "list")
+    assert "mysynth" in listing.output and "imported" in listing.output
+    shown = invoke("data", "show", "mysynth")
+    assert shown.exit_code == 0 and "users" in shown.output and "120" in shown.output
+
+
+def test_train_then_evaluate(synthetic_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    result = invoke("train", "--dataset", synthetic_folder, "--model", "vbpr", "--epochs", 3, "--device", "cpu",
+                    "--set", "lr=0.01", "--set", "model.reg_weight=0.001", "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "test metrics at best validation epoch" in result.output
+    for name in ("config.yaml", "versions.json", "best.pt", "checkpoint.pt", "metrics.json", "results.parquet",
+                 "results.csv", "history.csv"):
+        assert (run_dir / name).exists(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table = pd.read_parquet(run_dir / "results.parquet")
+    assert set(table.columns) >= {"dataset", "model", "defense", "attack", "budget", "seed", "split", "metric", "k", "value"}
+    row = table[(table.split == "test") & (table.metric == "recall") & (table.k == 20)]
+    assert row.value.item() == pytest.approx(metrics["test"]["recall@20"])
+    assert len(table) == 2 * 5 * 4  # valid + test, 5 metrics, 4 cut-offs
+    evaluated = invoke("evaluate", run_dir, "--json", "--device", "cpu")
+    assert json.loads(evaluated.output)["recall@20"] == pytest.approx(metrics["test"]["recall@20"])
+    sampled = invoke("evaluate", run_dir, "--protocol", "sampled", "--negatives", 50, "--json", "--device", "cpu")
+    assert 0 < json.loads(sampled.output)["hr@10"] <= 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (("train", "--dataset", "no-such-data"), "unknown dataset 'no-such-data'"),
+    (("train", "--model", "nope", "--dataset", "tiktok"), "unknown model 'nope'"),
+    (("train", "--set", "lr=-1", "--dataset", "tiktok"), "'train.lr' Input should be greater than 0"),
+    (("train", "--set", "embeding_size=3", "--dataset", "tiktok"), "'model_params.embeding_size'"),
+    (("train", "--device", "cuda:7", "--dataset", "tiktok", "--epochs", "1"), "CUDA is not available"),
+    (("evaluate", "/nonexistent/run"), "is not a run directory"),
+])
+def test_errors_are_one_line(args, message):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert message in text, result.output
+    assert "Traceback" not in result.output
+
+
+def test_import_of_bad_folder_fails_cleanly(tmp_path, isolated_home):
+    folder = write_folder(tmp_path / "bad", [r[:4] + (7,) for r in good_rows()])
+    result = runner.invoke(app, ["data", "import", str(folder)])
+    assert result.exit_code == 2
+    assert "x_label 7 is not 0, 1 or 2" in " ".join(result.output.split())
+    assert not (isolated_home / "registry.json").exists()
+
+
+def test_tune_picks_the_best_validation_setting(synthetic_folder, tmp_path):
+    result = invoke("tune", "--dataset", synthetic_folder, "--model", "mf", "--epochs", 4, "--device", "cpu",
+                    "--grid", "reg_weight=0.0001,10", "--grid", "train.lr=0.01", "--root", tmp_path / "grid")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "grid" / "tune.csv")
+    assert len(table) == 2 and set(table.reg_weight) == {0.0001, 10}
+    best = table.loc[table["valid_recall@20"].idxmax()]
+    assert f"best on validation: {{'reg_weight': {best.reg_weight}, 'train.lr': 0.01}}" in " ".join(result.output.split())
