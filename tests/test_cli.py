@@ -95,3 +95,33 @@ def test_tune_picks_the_best_validation_setting(synthetic_folder, tmp_path):
     assert len(table) == 2 and set(table.reg_weight) == {0.0001, 10}
     best = table.loc[table["valid_recall@20"].idxmax()]
     assert f"best on validation: {{'reg_weight': {best.reg_weight}, 'train.lr': 0.01}}" in " ".join(result.output.split())
+
+
+def test_attack_and_analyze_commands(synthetic_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    invoke("train", "--dataset", synthetic_folder, "--model", "vbpr", "--epochs", 5, "--device", "cpu",
+           "--set", "lr=0.02", "--run-dir", run_dir)
+    result = invoke("attack", run_dir, "--budget", 0.1, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    sweep = pd.read_csv(run_dir / "attacks" / "untargeted.csv")
+    assert set(sweep.attack) == {"random", "fgsm", "pgd"}
+    assert (run_dir / "attacks" / "untargeted_recall20.png").exists()
+    promo = invoke("attack", run_dir, "--goal", "promotion", "--budget", 0.2, "--targets", 5, "--selection", "uniform",
+                   "--attack", "fgsm", "--beta", 0, "--device", "cpu")
+    assert promo.exit_code == 0, promo.output
+    assert (run_dir / "attacks" / "promotion.csv").exists() and (run_dir / "attacks" / "promotion_hr50.png").exists()
+    analysis = invoke("analyze", run_dir, "--targets", 3, "--budget", 0.2, "--device", "cpu")
+    assert analysis.exit_code == 0, analysis.output
+    assert "sensitive modality:" in analysis.output
+    for name in ("modality_margins.png", "modality_case.png", "modality_margins.csv", "mismatch.csv",
+                 "mismatch_jaccard.png", "mismatch_gains.csv", "modality.json"):
+        assert (run_dir / "analysis" / name).exists(), name
+    table = pd.read_parquet(run_dir / "results.parquet")
+    assert {"none", "fgsm", "pgd", "random", "promotion-fgsm"} <= set(table.attack)
+    attacked = table[(table.attack == "fgsm") & (table.metric == "recall") & (table.k == 20) & (table.budget == 0.1)]
+    assert attacked.value.item() == pytest.approx(
+        sweep[(sweep.attack == "fgsm") & (sweep.metric == "recall") & (sweep.k == 20)].attacked.item())
+    # re-running replaces rows with the same coordinates instead of duplicating them
+    invoke("attack", run_dir, "--budget", 0.1, "--device", "cpu")
+    again = pd.read_parquet(run_dir / "results.parquet")
+    assert len(again) == len(table)

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -186,6 +187,99 @@ def evaluate_cmd(
         sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
     else:
         console.print(metrics_table(metrics, f"{split} ({protocol} ranking) — {run_dir}"))
+
+
+# ---------------------------------------------------------------------- attack
+RunDirArg = Annotated[Path, typer.Argument(help="run directory written by 'mmrobust train'")]
+
+
+def _floats(values: list[float] | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(values) if values else default
+
+
+@app.command("attack")
+def attack_cmd(
+    run_dir: RunDirArg,
+    goal: Annotated[str, typer.Option(help="untargeted (lower accuracy) or promotion (push target items)")] = "untargeted",
+    attack: Annotated[list[str] | None, typer.Option("--attack", help="random, fgsm, pgd (repeatable)")] = None,
+    budget: Annotated[list[float] | None, typer.Option("--budget", help="r (relative) per row (repeatable)")] = None,
+    modalities: Annotated[list[str] | None, typer.Option("--modalities", help="comma-separated set (repeatable); default all")] = None,
+    norm: Annotated[str, typer.Option(help="l2 or linf")] = "l2",
+    point: Annotated[str, typer.Option(help="raw or embedding")] = "raw",
+    pgd_steps: Annotated[int, typer.Option(help="PGD steps")] = 10,
+    restarts: Annotated[int, typer.Option(help="PGD random restarts")] = 1,
+    beta: Annotated[list[float] | None, typer.Option("--beta", help="promotion: alignment weights (repeatable)")] = None,
+    targets: Annotated[int, typer.Option(help="promotion: number of targets")] = 100,
+    n_interactions: Annotated[int, typer.Option(help="promotion: training interactions of a target")] = 5,
+    selection: Annotated[str, typer.Option(help="promotion: unpopular, uniform or popular")] = "unpopular",
+    surrogate: Annotated[str, typer.Option(help="promotion: logsigmoid or relu")] = "logsigmoid",
+    seed: Annotated[int, typer.Option(help="seed of negatives, targets and users")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+) -> None:
+    """Attack a trained run's item features; print the table; record it in the run."""
+    from mmrobust.attacks import PromotionConfig
+    from mmrobust.experiments.attack_runs import promotion_run, untargeted_run
+
+    budgets = _floats(budget, (0.025, 0.05, 0.075, 0.1))
+    if goal == "untargeted":
+        sets = [tuple(m.split(",")) for m in modalities] if modalities else None
+        table = _guard(untargeted_run, run_dir, tuple(attack or ("random", "fgsm", "pgd")), budgets, sets, norm, point,
+                       pgd_steps, restarts, seed, device)
+        view = table[table.k == 20].pivot_table(index=["modalities", "budget"], columns=["attack", "metric"],
+                                                values="attacked")
+        clean = table[table.k == 20].groupby("metric").clean.first()
+        console.print(f"clean: Recall@20 {clean.get('recall', float('nan')):.4f}, NDCG@20 {clean.get('ndcg', float('nan')):.4f}")
+        console.print(_frame_table(view.reset_index(), "attacked test metrics @20"))
+    elif goal == "promotion":
+        config = _guard(PromotionConfig, n_targets=targets, n_interactions=n_interactions, selection=selection,
+                        surrogate=surrogate, seed=seed)
+        table = _guard(promotion_run, run_dir, tuple(attack or ("fgsm", "pgd")), budgets, _floats(beta, (0.0, 1.0)),
+                       config, norm, point, device=device)
+        cols = ["attack", "budget", "beta", "hr_before_attack", "hr_after_attack", "ri_percent_attack",
+                "hr_before_heldout", "hr_after_heldout", "ri_percent_heldout", "improved_share_attack"]
+        console.print(f"targets: {table.target_note.iloc[0]}")
+        console.print(_frame_table(table[table.k == 50][cols], "promotion, HR@50 (RI in %)"))
+    else:
+        _fail(f"unknown goal '{goal}'; use untargeted or promotion")
+    console.print(f"tables and plots in {run_dir / 'attacks'}; rows added to {run_dir / 'results.parquet'}")
+
+
+@app.command("analyze")
+def analyze_cmd(
+    run_dir: RunDirArg,
+    what: Annotated[str, typer.Option(help="modality, mismatch or all")] = "all",
+    budget: Annotated[float, typer.Option(help="attack budget r")] = 0.05,
+    targets: Annotated[int, typer.Option(help="mismatch: number of targets")] = 100,
+    top_share: Annotated[float, typer.Option(help="mismatch: share of attack users in U_m")] = 0.1,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+) -> None:
+    """Modality-imbalance and gradient-mismatch analyses of a trained run (tables + plots)."""
+    from mmrobust.attacks import PromotionConfig
+    from mmrobust.evaluation.mismatch import gain_summary
+    from mmrobust.experiments.attack_runs import mismatch_run, modality_run
+
+    if what not in ("modality", "mismatch", "all"):
+        _fail(f"unknown analysis '{what}'; use modality, mismatch or all")
+    if what in ("modality", "all"):
+        summary = _guard(modality_run, run_dir, budget, seed, device)
+        console.print(_frame_table(pd.DataFrame(summary["margins"]), f"score margins, FGSM r={budget:g}"))
+        console.print(f"sensitive modality: [bold]{summary['sensitive_modality']}[/]; plots: {', '.join(summary['plots'])}")
+    if what in ("mismatch", "all"):
+        table = _guard(mismatch_run, run_dir, targets, budget, top_share, PromotionConfig(seed=seed), device)
+        console.print(_frame_table(table.groupby("pair").jaccard.describe().reset_index(), "Jaccard(U_a, U_b) over targets"))
+        console.print(_frame_table(gain_summary(table), "attack gain by the users the loss is built over (HR@50 on A)"))
+    console.print(f"files in {run_dir / 'analysis'}")
+
+
+def _frame_table(frame, title: str) -> Table:
+    table = Table(title=title)
+    columns = [" / ".join(str(x) for x in c) if isinstance(c, tuple) else str(c) for c in frame.columns]
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    return table
 
 
 def main() -> None:  # pragma: no cover

@@ -1,4 +1,5 @@
-"""Evaluation layer: ranking metrics, full-ranking and sampled protocols."""
+"""Evaluation layer: ranking metrics and protocols, robustness under attack, promotion
+metrics, and the modality-imbalance and gradient-mismatch analyses."""
 
 from mmrobust.evaluation.metrics import (
     DEFAULT_KS,

@@ -31,8 +31,9 @@ from mmrobust.utils import (
     torch_save_atomic,
 )
 
-RESULT_COLUMNS = ["dataset", "model", "defense", "attack", "budget", "seed", "split", "protocol", "metric", "k",
-                  "value", "run_dir"]
+RESULT_COLUMNS = ["dataset", "model", "defense", "defense_params", "attack", "attack_params", "budget", "norm",
+                  "point", "modalities", "seed", "split", "protocol", "population", "metric", "k", "value", "run_dir"]
+COORDINATES = [c for c in RESULT_COLUMNS if c != "value"]
 
 
 @dataclass
@@ -62,17 +63,36 @@ def environment() -> dict[str, str]:
             "git_commit": commit or "unknown", "cuda": str(torch.cuda.is_available())}
 
 
-def tidy_rows(metrics: dict[str, float], split: str, coords: dict[str, object], protocol: str = "full") -> list[dict]:
+def tidy_rows(metrics: dict[str, float], split: str, coords: dict[str, object], protocol: str = "full",
+              population: str = "all") -> list[dict]:
+    """One row per ``name@K`` metric value, with the given coordinates."""
     rows = []
     for key, value in metrics.items():
         name, _, k = key.partition("@")
-        rows.append({**coords, "split": split, "protocol": protocol, "metric": name, "k": int(k) if k else None,
-                     "value": float(value)})
+        rows.append({**coords, "split": split, "protocol": protocol, "population": population, "metric": name,
+                     "k": int(k) if k else None, "value": float(value)})
     return rows
 
 
-def write_results(run_dir: Path, rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reindex(columns=RESULT_COLUMNS)
+    for col in ("budget", "value"):
+        frame[col] = frame[col].astype(float)
+    frame["k"] = frame["k"].astype("Int64")
+    frame["seed"] = frame["seed"].astype("Int64")
+    for col in set(RESULT_COLUMNS) - {"budget", "value", "k", "seed"}:
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), None).astype("string")
+    return frame
+
+
+def write_results(run_dir: Path, rows: list[dict], replace: bool = True) -> pd.DataFrame:
+    """Write the run's tidy results; with ``replace`` False, merge into the existing table (a row
+    with the same coordinates as an existing one replaces it)."""
+    frame = _normalise(pd.DataFrame(rows))
+    existing = run_dir / "results.parquet"
+    if not replace and existing.exists():
+        frame = pd.concat([_normalise(pd.read_parquet(existing)), frame], ignore_index=True)
+        frame = frame.drop_duplicates(subset=COORDINATES, keep="last").reset_index(drop=True)
     with atomic_path(run_dir / "results.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(run_dir / "results.csv") as tmp:
@@ -80,9 +100,11 @@ def write_results(run_dir: Path, rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def _coords(config: RunConfig, dataset: Dataset, run_dir: Path) -> dict[str, object]:
-    return {"dataset": dataset.name, "model": config.model, "defense": "none", "attack": "none", "budget": 0.0,
-            "seed": config.train.seed, "run_dir": str(run_dir)}
+def run_coordinates(config: RunConfig, dataset_name: str, run_dir: Path) -> dict[str, object]:
+    """The coordinates every result row of a run shares."""
+    return {"dataset": dataset_name, "model": config.model, "defense": "none", "defense_params": "{}",
+            "attack": "none", "attack_params": "{}", "budget": 0.0, "norm": None, "point": None,
+            "modalities": None, "seed": config.train.seed, "run_dir": str(run_dir)}
 
 
 def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool = True,
@@ -106,7 +128,7 @@ def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool
                "seconds": result.seconds, "resumed_from_epoch": result.resumed_from,
                "valid": result.valid, "test": result.test, "dataset": dataset.summary()}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    coords = _coords(config, dataset, run_dir)
+    coords = run_coordinates(config, dataset.name, run_dir)
     write_results(run_dir, tidy_rows(result.valid, "valid", coords) + tidy_rows(result.test, "test", coords))
     return run_dir, result
 

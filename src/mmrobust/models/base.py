@@ -117,6 +117,9 @@ class Recommender(nn.Module):
     #: how item features reach the score: "none", "direct" (through g^m into ŷ) or
     #: "graph" (only through a feature-built item graph / auxiliary loss)
     feature_route: ClassVar[str] = "none"
+    #: True when perturbing item i's features changes only item i's representation (no
+    #: graph carries it to users or other items); attacks then batch targets exactly
+    item_local: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
 
     def __init__(self, dataset: Dataset, config: ModelConfig):

@@ -37,6 +37,7 @@ class VBPR(Recommender):
     name = "vbpr"
     Config = VBPRConfig
     feature_route = "direct"
+    item_local = True
 
     def __init__(self, dataset: Dataset, config: VBPRConfig | None = None):
         super().__init__(dataset, config or VBPRConfig())

@@ -168,5 +168,11 @@ def fit(model: Recommender, dataset: Dataset, config: TrainConfig | None = None,
 
 def load_weights(model: Recommender, path: str | Path, device: str | torch.device = "cpu") -> Recommender:
     """Load a ``best.pt`` (or any state dict file) safely (``weights_only=True``)."""
-    model.load_state_dict(torch.load(Path(path), map_location=device, weights_only=True))
+    state = torch.load(Path(path), map_location=device, weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise ValueError(f"{path} does not fit this {model.name} model ({first}); "
+                         "was it written by another version or config?") from None
     return model
