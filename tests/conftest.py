@@ -48,6 +48,21 @@ def trained_real(dataset: str, model: str, epochs: int = 30):
     return _TRAINED[key]
 
 
+def train_synthetic(model: str = "vbpr", epochs: int = 15, embedding_size: int = 16, batch_size: int = 256,
+                    **data):
+    """(dataset, model) on synthetic data, trained briefly with seed 0 (for attack/defense tests)."""
+    from mmrobust.data import make_synthetic
+    from mmrobust.models import build_model
+    from mmrobust.training import TrainConfig, fit
+    from mmrobust.utils import seed_everything
+
+    ds = make_synthetic(**data)
+    seed_everything(0)
+    net = build_model(model, ds, embedding_size=embedding_size)
+    fit(net, ds, TrainConfig(epochs=epochs, lr=0.02, batch_size=batch_size, progress=False, device="cpu"))
+    return ds, net
+
+
 def requires_shared_data(*names: str):
     missing = [n for n in names if not (SHARED_DATA / n).is_dir()]
     return pytest.mark.skipif(bool(missing), reason=f"../shared/data lacks {missing}")

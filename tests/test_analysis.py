@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import train_synthetic
 from mmrobust.attacks import PromotionConfig, select_targets, split_triples, split_users
-from mmrobust.data import make_synthetic
 from mmrobust.evaluation.mismatch import (
     directional_contributions,
     gain_summary,
@@ -16,18 +16,12 @@ from mmrobust.evaluation.mismatch import (
     per_user_gradients,
 )
 from mmrobust.evaluation.modality import margins, modality_analysis
-from mmrobust.models import VBPR, build_model
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
+from mmrobust.models import VBPR
 
 
 @pytest.fixture(scope="module")
 def trained():
-    ds = make_synthetic(n_users=120, n_items=150, per_user=12, seed=9)
-    seed_everything(0)
-    model = build_model("vbpr", ds, embedding_size=16)
-    fit(model, ds, TrainConfig(epochs=15, lr=0.02, batch_size=256, progress=False, device="cpu"))
-    return ds, model
+    return train_synthetic(n_users=120, n_items=150, per_user=12, seed=9)
 
 
 def test_margins_add_up_and_sensitive_modality(trained):

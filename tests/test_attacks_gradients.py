@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import train_synthetic
 from mmrobust.attacks import (
     FGSM,
     PGD,
@@ -15,18 +16,11 @@ from mmrobust.attacks import (
     RandomNoise,
     split_triples,
 )
-from mmrobust.data import make_synthetic
-from mmrobust.models import build_model
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
 
 
 @pytest.fixture(scope="module")
 def trained():
-    ds = make_synthetic(n_users=80, n_items=100, per_user=12, seed=2)
-    seed_everything(0)
-    model = build_model("vbpr", ds, embedding_size=8)
-    fit(model, ds, TrainConfig(epochs=10, lr=0.02, batch_size=128, progress=False, device="cpu"))
+    ds, model = train_synthetic(epochs=10, embedding_size=8, batch_size=128, n_users=80, n_items=100, per_user=12, seed=2)
     return ds, model, ds.feature_tensors()
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import train_synthetic
 from mmrobust.attacks import (
     FGSM,
     PGD,
@@ -18,19 +19,13 @@ from mmrobust.attacks import (
 )
 from mmrobust.attacks.perturbation import Perturbation
 from mmrobust.attacks.promotion import PromotionObjective, per_target_threshold
-from mmrobust.data import make_synthetic
 from mmrobust.evaluation.promotion import promotion_report, target_hits
-from mmrobust.models import VBPR, build_model
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
+from mmrobust.models import VBPR
 
 
 @pytest.fixture(scope="module")
 def setup():
-    ds = make_synthetic(n_users=150, n_items=200, per_user=15, seed=4)
-    seed_everything(0)
-    model = build_model("vbpr", ds, embedding_size=16)
-    fit(model, ds, TrainConfig(epochs=15, lr=0.02, batch_size=256, progress=False, device="cpu"))
+    ds, model = train_synthetic(n_users=150, n_items=200, per_user=15, seed=4)
     pop = ds.item_popularity()
     n = int(np.bincount(pop)[1:].argmax()) + 1  # the most common non-zero popularity
     targets, _ = select_targets(ds, n_interactions=n, count=12)
