@@ -47,7 +47,11 @@ def margins(emb: Embeddings, triples: Triples) -> dict[str, Tensor]:
 def modality_analysis(model: Recommender, dataset: Dataset, pert: Perturbation | None = None,
                       budget: float = 0.05, seed: int = 0, case: tuple[int, int] | None = None,
                       n_negatives: int = 10, features: Mapping[str, Tensor] | None = None) -> ModalityAnalysis:
-    """Margins clean vs attacked (default attack: FGSM-L2, r = ``budget``, all modalities) and a case view."""
+    """Margins clean vs attacked (default attack: FGSM-L2, r = ``budget``, all modalities) and a case view.
+
+    Models whose score has no per-modality parts (features only shape a graph) get, instead,
+    the fused margin with each modality attacked alone; the sensitive modality is then the
+    one whose lone attack lowers the fused margin most."""
     if not model.modalities:
         raise ValueError(f"{model.name} reads no item features: there are no modality margins to analyse")
     features = features if features is not None else dataset.feature_tensors(model.device, model.modalities)
@@ -63,11 +67,29 @@ def modality_analysis(model: Recommender, dataset: Dataset, pert: Perturbation |
         c, a = float(m_clean[part].mean()), float(m_attacked[part].mean())
         rows.append({"part": part, "clean": c, "attacked": a, "drop": c - a,
                      "relative_drop": (c - a) / abs(c) if c else float("nan")})
+    if not clean.parts:  # no per-modality score parts: attack one modality at a time instead
+        rows += _single_modality_drops(model, dataset, features, triples, m_clean["fused"], budget, seed)
     table = pd.DataFrame(rows)
     per_modality = table[table.part.isin(model.modalities)]
-    sensitive = str(per_modality.loc[per_modality["drop"].idxmax(), "part"])
+    if per_modality.empty:
+        per_modality = table[table.part.str.startswith("fused, ")]
+    sensitive = str(per_modality.loc[per_modality["drop"].idxmax(), "part"]).removeprefix("fused, ").split(" ")[0]
     user, item = case if case is not None else _default_case(clean, attacked, triples)
     return ModalityAnalysis(table, sensitive, case_view(clean, attacked, dataset, user, item, n_negatives), user, item)
+
+
+def _single_modality_drops(model, dataset, features, triples, clean_fused, budget, seed) -> list[dict]:
+    """Fused margin when only modality m is attacked (FGSM-L2), for models without score parts."""
+    rows = []
+    for m in model.modalities:
+        pert = FGSM(Budget(eps=budget), modalities=[m]).perturb(model, dataset, features, seed=seed)
+        with torch.no_grad():
+            attacked = compute_embeddings(model, dataset, *pert.inputs(model, features))
+            fused = margins(attacked, triples)["fused"]
+        c, a = float(clean_fused.mean()), float(fused.mean())
+        rows.append({"part": f"fused, {m} attacked alone", "clean": c, "attacked": a, "drop": c - a,
+                     "relative_drop": (c - a) / abs(c) if c else float("nan")})
+    return rows
 
 
 def _default_case(clean: Embeddings, attacked: Embeddings, triples: Triples) -> tuple[int, int]:

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from mmrobust.data import Dataset
 
 PERTURBATION_POINTS = ("raw", "embedding")
-FEATURE_ROUTES = ("none", "direct", "graph")
+#: How item features reach a model's score at inference:
+#: ``none``: the model reads no features;
+#: ``direct``: through differentiable encoders (and graphs over users and items) into ŷ;
+#: ``graph``: only through an item–item graph built from the features, so a perturbation
+#:   reaches ŷ only when the graph is (re)built from the perturbed features;
+#: ``training-only``: features shape only the training loss; inference ignores them.
+FEATURE_ROUTES = ("none", "direct", "graph", "training-only")
 
 
 class ModelConfig(BaseModel):
@@ -114,9 +120,10 @@ class Recommender(nn.Module):
 
     name: ClassVar[str] = "recommender"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
-    #: how item features reach the score: "none", "direct" (through g^m into ŷ) or
-    #: "graph" (only through a feature-built item graph / auxiliary loss)
+    #: how item features reach the score (one of FEATURE_ROUTES)
     feature_route: ClassVar[str] = "none"
+    #: one sentence for result tables: how a feature perturbation reaches the score
+    route_note: ClassVar[str] = "the model reads no item features"
     #: True when perturbing item i's features changes only item i's representation (no
     #: graph carries it to users or other items); attacks then batch targets exactly
     item_local: ClassVar[bool] = False
@@ -175,6 +182,9 @@ class Recommender(nn.Module):
               embedding_delta: Mapping[str, Tensor] | None = None) -> Tensor:
         """ŷ_ui for pairs (users[k], items[k])."""
         return self.embed(features, embedding_delta).pair_scores(users, items)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before every training epoch (e.g. to rebuild a learned graph)."""
 
     def loss(self, batch: Batch, features: Mapping[str, Tensor]) -> Tensor:
         """The model's own training loss for a batch (BPR + L2 by default)."""

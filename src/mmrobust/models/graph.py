@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +39,36 @@ def to_torch_csr(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> Ten
         )
 
 
+class _SpMM(torch.autograd.Function):
+    """y = A x for a constant sparse A; the backward pass is Aᵀ g (twice differentiable)."""
+
+    @staticmethod
+    def forward(ctx, adj: Tensor, adj_t: Tensor, dense: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.adj, ctx.adj_t = adj, adj_t
+        return adj @ dense
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return None, None, _SpMM.apply(ctx.adj_t, ctx.adj, grad)
+
+
+def spmm(adj: Tensor, dense: Tensor, adj_t: Tensor | None = None) -> Tensor:
+    """A @ x for a constant sparse (CSR) A, differentiable in x; pass ``adj_t`` = Aᵀ (as CSR) for a
+    non-symmetric A so that the backward pass is a CSR product too."""
+    if adj_t is None:
+        return sym_spmm(adj, dense)
+    return _SpMM.apply(adj, adj_t, dense)
+
+
+def row_normalize(adj: sp.spmatrix) -> sp.csr_matrix:
+    """D^{-1} A (mean aggregation over neighbours); rows with degree 0 stay zero."""
+    adj = sp.csr_matrix(adj, dtype=np.float32)
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    inv = np.zeros_like(deg)
+    inv[deg > 0] = 1.0 / deg[deg > 0]
+    return sp.csr_matrix(sp.diags(inv.astype(np.float32)) @ adj, dtype=np.float32)
+
+
 class _SymmetricSpMM(torch.autograd.Function):
     """y = A x for a constant symmetric sparse A; the backward pass is Aᵀ g = A g."""
 
@@ -55,3 +86,54 @@ def sym_spmm(adj: Tensor, dense: Tensor) -> Tensor:
     """Multiply a constant symmetric sparse matrix with a dense one, differentiable in ``dense``
     (also twice, as the backward is itself a product with A)."""
     return _SymmetricSpMM.apply(adj, dense)
+
+
+@dataclass
+class KnnGraph:
+    """A sparse item–item graph stored as K neighbour slots per row: ``indices`` [n, K] and
+    ``values`` [n, K] (differentiable).  Graphs mix by concatenating slots, so a weighted
+    sum of per-modality kNN graphs stays in this form."""
+
+    indices: Tensor
+    values: Tensor
+
+    def propagate(self, x: Tensor) -> Tensor:
+        """(A x)_i = Σ_k values[i, k] · x[indices[i, k]]."""
+        gathered = x.index_select(0, self.indices.reshape(-1)).view(*self.indices.shape, x.shape[1])
+        return (self.values.unsqueeze(-1) * gathered).sum(1)
+
+    def normalized(self) -> KnnGraph:
+        """D^{-1/2} A D^{-1/2} with D the row sums (LATTICE's / FREEDOM's normalised kNN graph)."""
+        deg = self.values.sum(1)
+        inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
+        return KnnGraph(self.indices, inv_sqrt.unsqueeze(1) * self.values * inv_sqrt[self.indices])
+
+    def scaled(self, weight: Tensor | float) -> KnnGraph:
+        return KnnGraph(self.indices, weight * self.values)
+
+    def detached(self) -> KnnGraph:
+        return KnnGraph(self.indices, self.values.detach())
+
+    @staticmethod
+    def mix(graphs: list[KnnGraph]) -> KnnGraph:
+        """The sum of graphs (neighbour slots concatenated)."""
+        return KnnGraph(torch.cat([g.indices for g in graphs], 1), torch.cat([g.values for g in graphs], 1))
+
+    def to_dense(self, n: int) -> Tensor:
+        dense = torch.zeros(self.indices.shape[0], n, dtype=self.values.dtype, device=self.values.device)
+        return dense.index_put_((torch.arange(self.indices.shape[0], device=self.indices.device).unsqueeze(1)
+                                 .expand_as(self.indices), self.indices), self.values, accumulate=True)
+
+
+def cosine_knn(x: Tensor, k: int, chunk: int = 2048, binary: bool = False) -> KnnGraph:
+    """Each row's ``k`` most cosine-similar rows (itself included, as MMRec's ``build_sim`` +
+    ``build_knn_neighbourhood``); values are the similarities (differentiable in ``x``), or 1
+    with ``binary`` (FREEDOM's unweighted kNN)."""
+    z = torch.nn.functional.normalize(x, dim=1)
+    indices, values = [], []
+    for start in range(0, z.shape[0], chunk):
+        sim = z[start:start + chunk] @ z.T
+        top = torch.topk(sim.detach(), min(k, z.shape[0]), dim=1).indices
+        indices.append(top)
+        values.append(torch.ones_like(top, dtype=z.dtype) if binary else sim.gather(1, top))
+    return KnnGraph(torch.cat(indices), torch.cat(values))

@@ -37,6 +37,7 @@ class VBPR(Recommender):
     name = "vbpr"
     Config = VBPRConfig
     feature_route = "direct"
+    route_note = "features pass through W_m straight into the score"
     item_local = True
 
     def __init__(self, dataset: Dataset, config: VBPRConfig | None = None):

@@ -76,6 +76,7 @@ def _train_epoch(model, features, sampler, epoch, config, optimizer, plugins, de
     torch.manual_seed(config.seed * 1_000_003 + epoch)
     users, pos, neg = sampler.epoch(epoch)
     model.train()
+    model.on_epoch_start(epoch)
     total, n_batches = 0.0, 0
     for start in range(0, len(users), config.batch_size):
         sl = slice(start, start + config.batch_size)
