@@ -125,3 +125,24 @@ def test_attack_and_analyze_commands(synthetic_folder, tmp_path):
     invoke("attack", run_dir, "--budget", 0.1, "--device", "cpu")
     again = pd.read_parquet(run_dir / "results.parquet")
     assert len(again) == len(table)
+
+
+def test_train_with_stacked_defenses_from_a_clean_run(synthetic_folder, tmp_path):
+    clean = tmp_path / "clean"
+    invoke("train", "--dataset", synthetic_folder, "--model", "vbpr", "--epochs", 3, "--device", "cpu",
+           "--set", "lr=0.02", "--run-dir", clean)
+    defended = tmp_path / "defended"
+    result = invoke("train", "--dataset", synthetic_folder, "--model", "vbpr", "--epochs", 2, "--device", "cpu",
+                    "--set", "lr=0.02", "--init-from", clean, "--defense", "modality-balancing", "--defense", "amr",
+                    "--set", "defense.amr.eps=0.1", "--set", "defense.modality-balancing.sensitive=text",
+                    "--run-dir", defended)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((defended / "metrics.json").read_text())
+    assert metrics["defense_notes"]["modality-balancing"]["sensitive"] == "text"
+    table = pd.read_parquet(defended / "results.parquet")
+    assert set(table.defense) == {"modality-balancing+amr"}
+    assert json.loads(table.defense_params.iloc[0])["amr"]["eps"] == 0.1
+    history = pd.read_csv(defended / "history.csv")
+    assert {"amr/adv_bpr", "modality-balancing/balance"} <= set(history.columns)
+    bad = runner.invoke(app, ["train", "--dataset", str(synthetic_folder), "--set", "defense.uat.eps=0.1"])
+    assert bad.exit_code == 2 and "defense 'uat' is not in the run" in " ".join(bad.output.split())

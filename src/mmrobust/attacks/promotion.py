@@ -9,8 +9,8 @@ users' top-K.  The utility (CLeaR style) over the attack users A is
 (other than t), A_t the attack users without t among their training items, and h the
 surrogate: ``logsigmoid`` (default) or the public code's ``relu``: ReLU(z + m), m = 1 for
 PGD and 10 for FGSM.  Gradient alignment adds β · cos(J_v ∇_{δ_v} U_t, J_t ∇_{δ_t} U_t),
-the gradients compared in the shared item-embedding space (J_m the Jacobian of the
-modality encoder at the raw point, the identity at the embedding point; the mean over
+the gradients compared in the item-representation space (J_m the Jacobian of the
+target's representation w.r.t. δ_m, see :mod:`mmrobust.attacks.alignment`; the mean over
 modality pairs with more than two modalities); it needs second-order gradients.
 
 For models whose item representation reads only the item's own features
@@ -23,7 +23,6 @@ the perturbed model at every step.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import combinations
 from typing import Literal
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from mmrobust.attacks.alignment import alignment
 from mmrobust.attacks.base import Attack
 from mmrobust.attacks.perturbation import Perturbation
 from mmrobust.data import Dataset
@@ -154,25 +154,13 @@ class PromotionObjective:
         return (surrogate(z, self.config.surrogate, self.margin) * self.weights).sum()
 
     def alignment(self, value: Tensor, pert: Perturbation) -> Tensor:
-        """Σ_t mean over modality pairs of cos(J_a g_a, J_b g_b), differentiable in δ."""
+        """Σ_t alignment_t: the gradients of the utility w.r.t. each modality's δ, mapped into the
+        item-representation space, compared by cosine (differentiable in δ)."""
         names = list(pert.deltas)
         if len(names) < 2:
             raise ValueError("gradient alignment needs at least two perturbed modalities")
         grads = torch.autograd.grad(value, [pert.deltas[m] for m in names], create_graph=True)
-        mapped = {m: self._to_embedding_space(m, g, pert) for m, g in zip(names, grads, strict=True)}
-        dims = {m: v.shape[1] for m, v in mapped.items()}
-        if len(set(dims.values())) > 1:
-            raise ValueError(f"gradient alignment needs one shared item-embedding width, got {dims}")
-        cosines = [F.cosine_similarity(mapped[a], mapped[b], dim=1, eps=1e-12) for a, b in combinations(names, 2)]
-        return torch.stack(cosines).mean(0).sum()
-
-    def _to_embedding_space(self, modality: str, grad: Tensor, pert: Perturbation) -> Tensor:
-        if pert.point == "embedding":
-            return grad
-        x = self.features[modality].index_select(0, self.targets) + pert.deltas[modality]
-        _, jvp = torch.autograd.functional.jvp(lambda z: self.model.encode_modality(modality, z), x, grad,
-                                               create_graph=True)
-        return jvp
+        return alignment(self.model, self.features, pert, dict(zip(names, grads, strict=True))).sum()
 
     def __call__(self, pert: Perturbation) -> Tensor:
         value = self.utility(pert)

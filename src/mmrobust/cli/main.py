@@ -127,10 +127,15 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. 
 
 
 def _run_config(config: Path | None, dataset: str | None, model: str | None, epochs: int | None,
-                seed: int | None, device: str | None, overrides: list[str] | None) -> RunConfig:
+                seed: int | None, device: str | None, overrides: list[str] | None,
+                defenses: list[str] | None = None, init_from: Path | None = None) -> RunConfig:
     """Merge a YAML config, flags and ``--set`` overrides into a validated :class:`RunConfig`."""
     base = _guard(load_run_config, config).model_dump() if config else {}
     data = {**base, **{k: v for k, v in (("dataset", dataset), ("model", model)) if v is not None}}
+    if defenses:
+        data["defenses"] = list(base.get("defenses", [])) + [{"name": d} for d in defenses]
+    if init_from is not None:
+        data["init_from"] = str(init_from)
     extra = list(overrides or [])
     extra += [f"train.{k}={v}" for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
     run_config = _guard(lambda: parse_run_config(apply_overrides(data, extra), "settings"))
@@ -141,13 +146,18 @@ def _run_config(config: Path | None, dataset: str | None, model: str | None, epo
 @app.command()
 def train(dataset: DatasetOpt = None, model: ModelOpt = None, config: ConfigOpt = None, epochs: EpochsOpt = None,
           seed: SeedOpt = None, device: DeviceOpt = None, set_: SetOpt = None,
+          defense: Annotated[list[str] | None, typer.Option("--defense", help="amr, modality-balancing, uat, uat-mc (repeatable: they stack)")] = None,
+          init_from: Annotated[Path | None, typer.Option(help="run directory whose best weights start training (fine-tune)")] = None,
           run_dir: Annotated[Path | None, typer.Option(help="run directory (default runs/<dataset>-<model>-s<seed>-<time>)")] = None,
           resume: Annotated[bool, typer.Option(help="continue from a checkpoint in --run-dir")] = True) -> None:
-    """Train a model; print validation-selected test metrics; write a run directory."""
-    run_config = _run_config(config, dataset, model, epochs, seed, device, set_)
+    """Train a model (optionally with defenses, from a clean checkpoint); print test metrics."""
+    run_config = _run_config(config, dataset, model, epochs, seed, device, set_, defense, init_from)
     target = run_dir or default_run_dir(run_config)
-    console.print(f"training [bold]{run_config.model}[/] on [bold]{run_config.dataset}[/] → {target}")
+    defended = "" if run_config.defense_label() == "none" else f" with [bold]{run_config.defense_label()}[/]"
+    console.print(f"training [bold]{run_config.model}[/]{defended} on [bold]{run_config.dataset}[/] → {target}")
     path, result = _guard(train_run, run_config, target, resume)
+    for name, notes in result.notes.items():
+        console.print(f"{name}: {notes}")
     console.print(metrics_table(result.test, f"test metrics at best validation epoch {result.best_epoch} "
                                              f"({run_config.model}, {run_config.dataset}, seed {run_config.train.seed})"))
     console.print(f"run directory: {path}  ({result.seconds:.1f} s)")

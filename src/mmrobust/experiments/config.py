@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmrobust.data import DEFAULT_DATASET
+from mmrobust.defenses import defense_class
 from mmrobust.models import make_config, model_class
 from mmrobust.training import TrainConfig
 
@@ -17,14 +18,35 @@ class ConfigError(ValueError):
     """A configuration file or override that cannot be used; the message names the key."""
 
 
+class DefenseSpec(BaseModel):
+    """A defense plug-in and its settings (defaults filled in)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> DefenseSpec:
+        cls = defense_class(self.name)
+        self.name = cls.name
+        try:
+            self.params = cls.Config(**self.params).model_dump()
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, f"{self.name} settings", prefix=f"defense.{self.name}.")) from None
+        return self
+
+
 class RunConfig(BaseModel):
-    """One training run: which dataset, which model with which settings, how to train."""
+    """One training run: which dataset, which model with which settings, which defenses, how to train."""
 
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(DEFAULT_DATASET, description="dataset name or MMRec folder path")
     model: str = Field("vbpr", description="model name (pop, mf, lightgcn, vbpr, ...)")
     model_params: dict[str, Any] = Field(default_factory=dict, description="the model's typed config, defaults filled in")
+    defenses: list[DefenseSpec] = Field(default_factory=list, description="training-time defenses (they stack)")
+    init_from: str | None = Field(None, description="run directory whose best weights start the training (fine-tuning)")
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
@@ -34,7 +56,17 @@ class RunConfig(BaseModel):
             self.model_params = make_config(self.model, self.model_params).model_dump()
         except ValidationError as exc:
             raise ValueError(format_validation_error(exc, f"{self.model} settings", prefix="model_params.")) from None
+        names = [d.name for d in self.defenses]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a defense is listed twice in {names}")
         return self
+
+    def defense_label(self) -> str:
+        """'none', the defenses joined by '+', or 'unimodal-<m>' for a single-modality model."""
+        labels = [d.name for d in self.defenses]
+        if self.model_params.get("modalities"):
+            labels.insert(0, "unimodal-" + "+".join(self.model_params["modalities"]))
+        return "+".join(labels) or "none"
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -75,14 +107,19 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides: ``train.lr=0.01``, ``model_params.reg_weight=0.1``, or a bare
-    key, which goes to ``train`` if it is a training setting and to ``model_params`` otherwise."""
-    data = {**data, "train": dict(data.get("train", {})), "model_params": dict(data.get("model_params", {}))}
+    """Apply ``key=value`` overrides: ``train.lr=0.01``, ``model_params.reg_weight=0.1``,
+    ``defense.amr.eps=0.1`` (the defense must be listed), or a bare key, which goes to
+    ``train`` if it is a training setting and to ``model_params`` otherwise."""
+    data = {**data, "train": dict(data.get("train", {})), "model_params": dict(data.get("model_params", {})),
+            "defenses": [dict(d) for d in data.get("defenses", [])]}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw else None
+        if key.startswith("defense."):
+            _override_defense(data["defenses"], key, value)
+            continue
         section, _, name = key.rpartition(".")
         section = {"model": "model_params"}.get(section, section)
         if not section:
@@ -94,3 +131,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             data[name] = value
     return data
+
+
+def _override_defense(defenses: list[dict[str, Any]], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 3:
+        raise ConfigError(f"override '{key}' must look like defense.<name>.<setting>=value")
+    name = defense_class(parts[1]).name
+    for spec in defenses:
+        if defense_class(spec["name"]).name == name:
+            spec.setdefault("params", {})[parts[2]] = value
+            return
+    raise ConfigError(f"override '{key}': defense '{name}' is not in the run (add --defense {name})")

@@ -19,6 +19,7 @@ import torch
 
 import mmrobust
 from mmrobust.data import Dataset, load_dataset
+from mmrobust.defenses import make_defense
 from mmrobust.evaluation import evaluate, evaluate_sampled
 from mmrobust.experiments.config import RunConfig, load_run_config
 from mmrobust.models import Recommender, build_model
@@ -49,7 +50,8 @@ class Run:
 def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = Path(config.dataset).name
-    return Path(root) / f"{name}-{config.model}-s{config.train.seed}-{stamp}"
+    defense = "" if config.defense_label() == "none" else f"-{config.defense_label()}"
+    return Path(root) / f"{name}-{config.model}{defense}-s{config.train.seed}-{stamp}"
 
 
 def environment() -> dict[str, str]:
@@ -102,7 +104,9 @@ def write_results(run_dir: Path, rows: list[dict], replace: bool = True) -> pd.D
 
 def run_coordinates(config: RunConfig, dataset_name: str, run_dir: Path) -> dict[str, object]:
     """The coordinates every result row of a run shares."""
-    return {"dataset": dataset_name, "model": config.model, "defense": "none", "defense_params": "{}",
+    defense_params = json.dumps({d.name: d.params for d in config.defenses}, sort_keys=True)
+    return {"dataset": dataset_name, "model": config.model, "defense": config.defense_label(),
+            "defense_params": defense_params,
             "attack": "none", "attack_params": "{}", "budget": 0.0, "norm": None, "point": None,
             "modalities": None, "seed": config.train.seed, "run_dir": str(run_dir)}
 
@@ -120,13 +124,21 @@ def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool
     atomic_write_text(run_dir / "versions.json", json.dumps(environment(), indent=2))
     seed_everything(config.train.seed)
     model = build_model(config.model, dataset, config.model_params)
-    result = fit(model, dataset, config.train, run_dir=run_dir, resume=resume)
+    if config.init_from:
+        start = Path(config.init_from) / BEST
+        if not start.exists():
+            raise FileNotFoundError(f"init_from {config.init_from} has no {BEST} to start from")
+        load_weights(model, start)
+    plugins = [make_defense(spec.name, **spec.params) for spec in config.defenses]
+    result = fit(model, dataset, config.train, plugins=plugins, run_dir=run_dir, resume=resume)
     if not model.trainable:
         torch_save_atomic(model.state_dict(), run_dir / BEST)
     pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
+    epoch_seconds = [h["train_seconds"] for h in result.history]
     metrics = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-               "seconds": result.seconds, "resumed_from_epoch": result.resumed_from,
-               "valid": result.valid, "test": result.test, "dataset": dataset.summary()}
+               "seconds": result.seconds, "seconds_per_epoch": sum(epoch_seconds) / max(1, len(epoch_seconds)),
+               "resumed_from_epoch": result.resumed_from, "valid": result.valid, "test": result.test,
+               "defense_notes": result.notes, "model_route": model.route_note, "dataset": dataset.summary()}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     coords = run_coordinates(config, dataset.name, run_dir)
     write_results(run_dir, tidy_rows(result.valid, "valid", coords) + tidy_rows(result.test, "test", coords))

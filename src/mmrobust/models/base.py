@@ -183,6 +183,12 @@ class Recommender(nn.Module):
         """ŷ_ui for pairs (users[k], items[k])."""
         return self.embed(features, embedding_delta).pair_scores(users, items)
 
+    def bpr_scores(self, features: Mapping[str, Tensor], batch: Batch,
+                   embedding_delta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """(ŷ_ui, ŷ_uj) for a batch of triples (one forward pass)."""
+        emb = self.embed(features, embedding_delta)
+        return emb.pair_scores(batch.users, batch.pos), emb.pair_scores(batch.users, batch.neg)
+
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before every training epoch (e.g. to rebuild a learned graph)."""
 

@@ -23,6 +23,8 @@ class LossPlugin:
     def __init__(self) -> None:
         self._sums: dict[str, float] = defaultdict(float)
         self._counts: dict[str, int] = defaultdict(int)
+        #: one-off facts worth keeping with the run (e.g. the chosen sensitive modality)
+        self.notes: dict[str, object] = {}
 
     def extra_loss(self, model: Recommender, batch: Batch, features: Mapping[str, Tensor]) -> Tensor | None:
         raise NotImplementedError

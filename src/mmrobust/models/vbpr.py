@@ -99,9 +99,15 @@ class VBPR(Recommender):
     def score(self, features, users, items, embedding_delta=None) -> Tensor:
         return dot(self._user_vectors(rows(self.user_emb, users)), self._item_vectors(features, items, embedding_delta))
 
-    def loss(self, batch: Batch, features: Mapping[str, Tensor]) -> Tensor:
-        vectors = self._item_vectors(features, torch.cat([batch.pos, batch.neg]))
-        i, j = vectors[: len(batch)], vectors[len(batch):]
+    def _batch_vectors(self, features, batch: Batch, embedding_delta=None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        vectors = self._item_vectors(features, torch.cat([batch.pos, batch.neg]), embedding_delta)
         user = rows(self.user_emb, batch.users)
-        u = self._user_vectors(user)
+        return user, self._user_vectors(user), vectors[: len(batch)], vectors[len(batch):]
+
+    def bpr_scores(self, features, batch: Batch, embedding_delta=None) -> tuple[Tensor, Tensor]:
+        _, u, i, j = self._batch_vectors(features, batch, embedding_delta)
+        return dot(u, i), dot(u, j)
+
+    def loss(self, batch: Batch, features: Mapping[str, Tensor]) -> Tensor:
+        user, u, i, j = self._batch_vectors(features, batch)
         return bpr_loss(dot(u, i), dot(u, j)) + self.config.reg_weight * l2_reg(user, i, j)

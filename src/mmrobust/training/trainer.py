@@ -36,6 +36,7 @@ class FitResult:
     seconds: float = 0.0
     stopped_early: bool = False
     resumed_from: int | None = None
+    notes: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,8 +164,9 @@ def fit(model: Recommender, dataset: Dataset, config: TrainConfig | None = None,
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     test = evaluate(model, dataset, "test", features, config.ks, config.eval_batch_size) if evaluate_test else {}
+    notes = {plugin.name: plugin.notes for plugin in plugins if plugin.notes}
     return FitResult(state.best_epoch, state.best_valid, test, state.history, time.perf_counter() - started,
-                     stopped, resumed_from)
+                     stopped, resumed_from, notes)
 
 
 def load_weights(model: Recommender, path: str | Path, device: str | torch.device = "cpu") -> Recommender:

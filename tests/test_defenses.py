@@ -1,0 +1,117 @@
+"""Defenses as loss plug-ins: they act on the scoring path, vanish at weight 0, respect their
+budgets, do not leak gradients from the noise step, stack, and UAT-MC's alignment is live."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import train_synthetic
+from mmrobust.attacks import row_norm
+from mmrobust.defenses import AMR, UAT, UATMC, ModalityBalancing, make_defense
+from mmrobust.models import Batch, build_model
+from mmrobust.training import TrainConfig, fit
+
+DS, MODEL = train_synthetic(n_users=100, n_items=120, per_user=12, seed=5)
+FEATS = DS.feature_tensors()
+G = torch.Generator().manual_seed(0)
+BATCH = Batch(torch.randint(0, DS.n_users, (64,), generator=G), torch.randint(0, DS.n_items, (64,), generator=G),
+              torch.randint(0, DS.n_items, (64,), generator=G))
+PLUGINS = {"amr": lambda **k: AMR(**k), "uat": lambda **k: UAT(**k), "uat-mc": lambda **k: UATMC(**k),
+           "modality-balancing": lambda **k: ModalityBalancing(sensitive="image", **k)}
+
+
+def ready(name, **params):
+    plugin = PLUGINS[name](**params)
+    model = copy.deepcopy(MODEL)
+    plugin.on_fit_start(model, DS)
+    return plugin, model
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_plugin_loss_reaches_the_scoring_path_and_vanishes_at_weight_zero(name):
+    plugin, model = ready(name, lam=1.0)
+    torch.manual_seed(0)
+    term = plugin.extra_loss(model, BATCH, FEATS)
+    assert all(p.grad is None for p in model.parameters()), "the noise step leaked parameter gradients"
+    grads = torch.autograd.grad(term, [model.user_emb, model.W], allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    off, model = ready(name, lam=0.0)
+    assert off.extra_loss(model, BATCH, FEATS) is None
+
+
+@pytest.mark.parametrize("name", ["amr", "uat", "uat-mc"])
+def test_adversarial_noise_respects_its_budget(name):
+    plugin, model = ready(name, eps=0.07)
+    pert = plugin.craft(model, FEATS, BATCH)
+    assert torch.equal(pert.items, torch.unique(torch.cat([BATCH.pos, BATCH.neg])))
+    for m, delta in pert.deltas.items():
+        clean = FEATS[m].index_select(0, pert.items)
+        torch.testing.assert_close(row_norm(delta, "l2"), 0.07 * row_norm(clean, "l2"), rtol=1e-5, atol=1e-7)
+
+
+def test_uat_mc_alignment_changes_the_noise_through_second_order_gradients():
+    uat, model = ready("uat")
+    mc, _ = ready("uat-mc", beta=5.0)
+    a, b = uat.craft(model, FEATS, BATCH), mc.craft(model, FEATS, BATCH)
+    cos = torch.nn.functional.cosine_similarity(a.deltas["image"], b.deltas["image"], dim=1)
+    assert cos.min() < 0.999, "the alignment term did not move the noise"
+    same, _ = ready("uat-mc", beta=0.0)
+    torch.testing.assert_close(same.craft(model, FEATS, BATCH).deltas["image"], a.deltas["image"])
+
+
+def test_distillation_stays_within_its_linf_ball():
+    plugin, model = ready("modality-balancing", eps=0.3)
+    x = FEATS["image"][:10]
+    target = model.encode_modality("image", FEATS["image"][10:20]).detach()
+    z = plugin.distill(model, x, target)
+    assert (z - x).abs().max() <= 0.3 + 1e-6
+    before = (model.encode_modality("image", x) - target).pow(2).sum()
+    after = (model.encode_modality("image", z) - target).pow(2).sum()
+    assert after < before
+
+
+def test_sensitive_modality_is_chosen_on_validation(monkeypatch):
+    import mmrobust.defenses.modality_balancing as mb
+
+    splits = []
+    real = mb.split_triples
+    monkeypatch.setattr(mb, "split_triples", lambda ds, split, *a, **k: splits.append(split) or real(ds, split, *a, **k))
+    plugin = ModalityBalancing()
+    plugin.on_fit_start(copy.deepcopy(MODEL), DS)
+    assert splits == ["valid"] and plugin.notes["sensitive"] in ("image", "text")
+    assert set(plugin.notes["margin_drops_valid"]) == {"image", "text"}
+
+
+def test_no_defense_and_zero_weight_leave_training_unchanged():
+    config = TrainConfig(epochs=2, lr=0.01, batch_size=256, progress=False, device="cpu")
+    runs = []
+    for plugins in ([], [AMR(lam=0.0), ModalityBalancing(lam=0.0, sensitive="text")]):
+        model = copy.deepcopy(MODEL)
+        fit(model, DS, config, plugins=plugins)
+        runs.append(model)
+    for a, b in zip(runs[0].parameters(), runs[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_defenses_stack_and_log_per_epoch():
+    model = copy.deepcopy(MODEL)
+    result = fit(model, DS, TrainConfig(epochs=2, lr=0.01, batch_size=256, progress=False, device="cpu"),
+                 plugins=[make_defense("mb", lam=1.0), make_defense("adv-training")])
+    logged = result.history[-1]
+    assert {"modality-balancing/balance", "amr/adv_bpr", "amr/delta_ratio/image"} <= set(logged)
+    assert logged["amr/delta_ratio/image"] == pytest.approx(0.05, rel=1e-4)
+    assert result.notes["modality-balancing"]["sensitive"] in ("image", "text")
+
+
+def test_defenses_refuse_models_they_cannot_act_on():
+    with pytest.raises(ValueError, match="reads no features|feature route 'none'"):
+        AMR().on_fit_start(build_model("mf", DS), DS)
+    with pytest.raises(ValueError, match="two or more modalities"):
+        ModalityBalancing().on_fit_start(build_model("vbpr", DS, modalities=["image"]), DS)
+    with pytest.raises(ValueError, match="unknown defense 'foo'"):
+        make_defense("foo")
+    with pytest.raises(ValueError, match="lamda"):
+        make_defense("amr", lamda=1)
