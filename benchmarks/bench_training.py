@@ -10,8 +10,11 @@ FGSM-L2 attack (r = 5 %, all test pairs) plus the attacked re-evaluation, target
 clean evaluation.
 
     python benchmarks/bench_training.py [--models vbpr lightgcn mmgcn grcn] [--epochs 3]
+    python benchmarks/bench_training.py --models vbpr mmgcn --defenses amr modality-balancing uat uat-mc mb+amr
 
-MMRec's MMGCN takes 111 s per epoch at this scale on this machine (target: half).
+MMRec's MMGCN takes 111 s per epoch at this scale on this machine (target: half).  With
+``--defenses``, every model is also trained with each defense (``+`` stacks them) and the
+seconds per epoch are printed next to plain training's (the overhead factor).
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ def baby_with_random_features(folder: Path, seed: int = 0):
     return ds.with_features(features, name="baby-random")
 
 
-def measure(model_name: str, folder: str, epochs: int, queue: mp.Queue) -> None:
+def measure(model_name: str, folder: str, epochs: int, queue: mp.Queue, defense: str = "") -> None:
     warnings.filterwarnings("ignore")
     import torch
 
     from mmrobust.attacks import FGSM
+    from mmrobust.defenses import make_defense
     from mmrobust.evaluation import evaluate
     from mmrobust.evaluation.robustness import evaluate_perturbed
     from mmrobust.models import build_model
@@ -58,8 +62,13 @@ def measure(model_name: str, folder: str, epochs: int, queue: mp.Queue) -> None:
     seed_everything(0)
     model = build_model(model_name, ds)
     config = TrainConfig(epochs=epochs + 1, eval_every=10**6, progress=False, device="cpu")
-    result = fit(model, ds, config, evaluate_test=False)
+    plugins = [make_defense(name) for name in defense.split("+") if name]
+    result = fit(model, ds, config, plugins=plugins, evaluate_test=False)
     epoch_times = [h["train_seconds"] for h in result.history[1:]]  # epoch 0 is warm-up
+    if plugins:
+        queue.put({"model": model_name, "defense": defense, "epoch_s": statistics.median(epoch_times),
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        return
     features = ds.feature_tensors("cpu", model.modalities)
     evaluate(model, ds, "test", features)  # warm-up
     eval_times = []
@@ -75,7 +84,7 @@ def measure(model_name: str, folder: str, epochs: int, queue: mp.Queue) -> None:
             evaluate_perturbed(model, ds, pert, "test", features)
             attack_times.append(time.perf_counter() - tick)
     queue.put({
-        "model": model_name, "epoch_s": statistics.median(epoch_times), "epoch_all": epoch_times,
+        "model": model_name, "defense": "", "epoch_s": statistics.median(epoch_times), "epoch_all": epoch_times,
         "eval_s": statistics.median(eval_times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
         "batches_per_epoch": -(-ds.train.nnz // config.batch_size),
@@ -88,16 +97,21 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["vbpr", "lightgcn"])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up epoch")
     parser.add_argument("--data", default=os.environ.get("MMROBUST_BABY", str(DEFAULT_DATA)))
+    parser.add_argument("--defenses", nargs="*", default=[], help="also time training with these ('+' stacks)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
     for name in args.models:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=measure, args=(name, args.data, args.epochs, queue))
-        proc.start()
-        rows.append(queue.get())
-        proc.join()
+        for defense in ["", *args.defenses]:
+            queue = ctx.Queue()
+            proc = ctx.Process(target=measure, args=(name, args.data, args.epochs, queue, defense))
+            proc.start()
+            rows.append(queue.get())
+            proc.join()
+    plain = {r["model"]: r for r in rows if not r["defense"]}
+    defended = [r for r in rows if r["defense"]]
+    rows = list(plain.values())
     print(f"Baby scale ({args.data}), random features image 4096-d + text 384-d, batch 2048, d=64, "
           f"{rows[0]['threads']} threads")
     print(f"{'model':10s} {'s/epoch':>8s} {'MMRec':>6s} {'target':>7s} {'s/eval':>7s} {'MMRec':>6s} "
@@ -107,8 +121,14 @@ def main() -> None:
         print(f"{r['model']:10s} {r['epoch_s']:8.2f} {ref['epoch']:6.1f} {ref['epoch'] / 2:7.2f} {r['eval_s']:7.2f} "
               f"{ref['eval']:6.1f} {r['fgsm_eval_s']:12.2f} {r['fgsm_eval_s'] / r['eval_s']:7.2f} "
               f"{r['peak_rss_mb']:12.0f} {r['params']:10d}")
+    if defended:
+        print(f"\n{'model':10s} {'defense':22s} {'s/epoch':>8s} {'plain':>7s} {'overhead':>9s} {'peak RSS MB':>12s}")
+        for r in defended:
+            base = plain[r["model"]]["epoch_s"]
+            print(f"{r['model']:10s} {r['defense']:22s} {r['epoch_s']:8.2f} {base:7.2f} {r['epoch_s'] / base:8.2f}x "
+                  f"{r['peak_rss_mb']:12.0f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps(rows + defended, indent=2))
 
 
 if __name__ == "__main__":

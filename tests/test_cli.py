@@ -144,5 +144,13 @@ def test_train_with_stacked_defenses_from_a_clean_run(synthetic_folder, tmp_path
     assert json.loads(table.defense_params.iloc[0])["amr"]["eps"] == 0.1
     history = pd.read_csv(defended / "history.csv")
     assert {"amr/adv_bpr", "modality-balancing/balance"} <= set(history.columns)
+    check = invoke("attack", defended, "--goal", "adaptive", "--budget", 0.1, "--pgd-steps", 3, "--restarts", 2,
+                   "--device", "cpu")
+    assert check.exit_code == 0, check.output
+    flags = pd.read_csv(defended / "attacks" / "adaptive_check.csv")
+    assert {"fgsm_drop", "pgd_drop", "flagged"} <= set(flags.columns)
+    stored = pd.read_parquet(defended / "results.parquet")
+    assert (stored.metric == "recall_masking_flag").any() and set(stored.attack) >= {"fgsm", "pgd", "adaptive-check"}
+    assert json.loads(stored[stored.attack == "pgd"].attack_params.iloc[0])["restarts"] == 2
     bad = runner.invoke(app, ["train", "--dataset", str(synthetic_folder), "--set", "defense.uat.eps=0.1"])
     assert bad.exit_code == 2 and "defense 'uat' is not in the run" in " ".join(bad.output.split())

@@ -174,3 +174,10 @@ def test_non_finite_loss_is_reported(ds):
 
     with pytest.raises(FloatingPointError, match="training loss became nan at epoch 0"):
         trained("mf", ds, quick(), plugins=[Explode()])
+
+
+def test_restore_last_keeps_the_final_epoch(ds):
+    model, result = trained("mf", ds, quick(epochs=6, patience=1, lr=0.05, restore="last"))
+    assert len(result.history) == 6 and result.best_epoch == 5 and not result.stopped_early
+    from mmrobust.evaluation import evaluate
+    assert evaluate(model, ds, "valid")["recall@20"] == pytest.approx(result.history[-1]["valid_recall@20"])

@@ -210,14 +210,15 @@ def _floats(values: list[float] | None, default: tuple[float, ...]) -> tuple[flo
 @app.command("attack")
 def attack_cmd(
     run_dir: RunDirArg,
-    goal: Annotated[str, typer.Option(help="untargeted (lower accuracy) or promotion (push target items)")] = "untargeted",
+    goal: Annotated[str, typer.Option(help="untargeted (lower accuracy), promotion (push target items) or adaptive "
+                                            "(gradient-masking check: FGSM vs PGD, default 50 steps × 5 restarts)")] = "untargeted",
     attack: Annotated[list[str] | None, typer.Option("--attack", help="random, fgsm, pgd (repeatable)")] = None,
     budget: Annotated[list[float] | None, typer.Option("--budget", help="r (relative) per row (repeatable)")] = None,
     modalities: Annotated[list[str] | None, typer.Option("--modalities", help="comma-separated set (repeatable); default all")] = None,
     norm: Annotated[str, typer.Option(help="l2 or linf")] = "l2",
     point: Annotated[str, typer.Option(help="raw or embedding")] = "raw",
-    pgd_steps: Annotated[int, typer.Option(help="PGD steps")] = 10,
-    restarts: Annotated[int, typer.Option(help="PGD random restarts")] = 1,
+    pgd_steps: Annotated[int | None, typer.Option(help="PGD steps [default: 10; adaptive: 50]")] = None,
+    restarts: Annotated[int | None, typer.Option(help="PGD random restarts [default: 1; adaptive: 5]")] = None,
     beta: Annotated[list[float] | None, typer.Option("--beta", help="promotion: alignment weights (repeatable)")] = None,
     targets: Annotated[int, typer.Option(help="promotion: number of targets")] = 100,
     n_interactions: Annotated[int, typer.Option(help="promotion: training interactions of a target")] = 5,
@@ -228,13 +229,17 @@ def attack_cmd(
 ) -> None:
     """Attack a trained run's item features; print the table; record it in the run."""
     from mmrobust.attacks import PromotionConfig
-    from mmrobust.experiments.attack_runs import promotion_run, untargeted_run
+    from mmrobust.experiments.attack_runs import adaptive_run, promotion_run, untargeted_run
 
     budgets = _floats(budget, (0.025, 0.05, 0.075, 0.1))
-    if goal == "untargeted":
+    if goal == "adaptive":
+        steps = pgd_steps or 50
+        check = _guard(adaptive_run, run_dir, _floats(budget, (0.05,)), steps, restarts or 5, seed=seed, device=device)
+        console.print(_frame_table(check, f"gradient-masking check: FGSM vs PGD-{steps} (flagged: PGD drop > 2× FGSM drop)"))
+    elif goal == "untargeted":
         sets = [tuple(m.split(",")) for m in modalities] if modalities else None
         table = _guard(untargeted_run, run_dir, tuple(attack or ("random", "fgsm", "pgd")), budgets, sets, norm, point,
-                       pgd_steps, restarts, seed, device)
+                       pgd_steps or 10, restarts or 1, seed, device)
         view = table[table.k == 20].pivot_table(index=["modalities", "budget"], columns=["attack", "metric"],
                                                 values="attacked")
         clean = table[table.k == 20].groupby("metric").clean.first()
@@ -250,7 +255,7 @@ def attack_cmd(
         console.print(f"targets: {table.target_note.iloc[0]}")
         console.print(_frame_table(table[table.k == 50][cols], "promotion, HR@50 (RI in %)"))
     else:
-        _fail(f"unknown goal '{goal}'; use untargeted or promotion")
+        _fail(f"unknown goal '{goal}'; use untargeted, promotion or adaptive")
     console.print(f"tables and plots in {run_dir / 'attacks'}; rows added to {run_dir / 'results.parquet'}")
 
 

@@ -26,7 +26,7 @@ from mmrobust.models import Embeddings, Recommender
 @dataclass
 class ModalityAnalysis:
     margins: pd.DataFrame   # part, clean, attacked, drop, relative_drop
-    sensitive: str          # the modality whose margin drops most
+    sensitive: str          # the modality whose margin drops most ("none" if no margin drops)
     case: pd.DataFrame      # item, role, part, clean, attacked
     case_user: int
     case_item: int
@@ -73,7 +73,9 @@ def modality_analysis(model: Recommender, dataset: Dataset, pert: Perturbation |
     per_modality = table[table.part.isin(model.modalities)]
     if per_modality.empty:
         per_modality = table[table.part.str.startswith("fused, ")]
-    sensitive = str(per_modality.loc[per_modality["drop"].idxmax(), "part"]).removeprefix("fused, ").split(" ")[0]
+    top = per_modality.loc[per_modality["drop"].idxmax()]
+    # "none" when no modality's attack lowers a margin (e.g. features do not reach the score)
+    sensitive = str(top["part"]).removeprefix("fused, ").split(" ")[0] if top["drop"] > 0 else "none"
     user, item = case if case is not None else _default_case(clean, attacked, triples)
     return ModalityAnalysis(table, sensitive, case_view(clean, attacked, dataset, user, item, n_negatives), user, item)
 

@@ -94,3 +94,20 @@ def _craft(name, model, features, objective, budget, point, mods, grad, pgd_step
     if name == "random":
         return RandomNoise(budget, point, mods, seed=seed).run(objective, pert).detached()
     return PGD(budget, point, mods, steps=pgd_steps, restarts=pgd_restarts, seed=seed).run(objective, pert).detached()
+
+
+def masking_check(sweep: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
+    """Adaptive check against gradient masking (Athalye et al., ICML'18; Carlini et al. 2019):
+    for every budget, modality set and metric@K of a sweep holding FGSM and PGD rows, the
+    two relative drops and ``flagged`` = PGD drop > ``factor`` × FGSM drop.  A defense whose
+    single-step attack is much weaker than the iterated one hides its gradient rather than
+    being robust, so its FGSM numbers overstate the robustness."""
+    keys = ["budget", "modalities", "metric", "k"]
+    missing = {"fgsm", "pgd"} - set(sweep["attack"])
+    if missing:
+        raise ValueError(f"the masking check needs FGSM and PGD rows; missing {', '.join(sorted(missing))}")
+    wide = sweep.pivot_table(index=keys, columns="attack", values="drop").reset_index()
+    clean = sweep.groupby(keys)["clean"].first().reset_index()
+    out = wide[keys + ["fgsm", "pgd"]].rename(columns={"fgsm": "fgsm_drop", "pgd": "pgd_drop"}).merge(clean, on=keys)
+    out["flagged"] = out["pgd_drop"] > factor * out["fgsm_drop"].clip(lower=0)
+    return out

@@ -29,7 +29,7 @@ from mmrobust.evaluation.promotion import (
     promotion_table,
     target_hits,
 )
-from mmrobust.evaluation.robustness import UNTARGETED_ATTACKS, untargeted_sweep
+from mmrobust.evaluation.robustness import UNTARGETED_ATTACKS, masking_check, untargeted_sweep
 from mmrobust.experiments.plots import (
     plot_case,
     plot_jaccard,
@@ -56,15 +56,16 @@ def untargeted_run(run_dir: str | Path, attacks: Sequence[str] = UNTARGETED_ATTA
                    budgets: Sequence[float] = (0.025, 0.05, 0.075, 0.1),
                    modality_sets: Sequence[Sequence[str]] | None = None, norm: str = "l2", point: str = "raw",
                    pgd_steps: int = 10, pgd_restarts: int = 1, seed: int = 0, device: str = "auto",
-                   relative: bool = True) -> pd.DataFrame:
-    """Clean vs attacked test metrics for every attack × budget × modality set of a trained run."""
+                   relative: bool = True, name: str = "untargeted") -> pd.DataFrame:
+    """Clean vs attacked test metrics for every attack × budget × modality set of a trained run;
+    written as ``attacks/<name>.csv`` and its plot."""
     run = load_run(run_dir, device)
     sweep = untargeted_sweep(run.model, run.dataset, attacks, budgets, modality_sets, norm=norm, relative=relative,
                              point=point, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed,
                              ks=run.config.train.ks)
     out = run.path / "attacks"
-    _write_csv(sweep, out / "untargeted.csv")
-    plot_robustness(sweep, out / "untargeted_recall20.png",
+    _write_csv(sweep, out / f"{name}.csv")
+    plot_robustness(sweep, out / f"{name}_recall20.png",
                     f"{run.config.model} on {run.dataset.name}: untargeted feature attacks ({norm}, {point})")
     rows = []
     for _, r in sweep.iterrows():
@@ -75,6 +76,24 @@ def untargeted_run(run_dir: str | Path, attacks: Sequence[str] = UNTARGETED_ATTA
                      "metric": r.metric, "k": r.k, "value": r.attacked})
     write_results(run.path, rows, replace=False)
     return sweep
+
+
+def adaptive_run(run_dir: str | Path, budgets: Sequence[float] = (0.05,), steps: int = 50, restarts: int = 5,
+                 factor: float = 2.0, seed: int = 0, device: str = "auto") -> pd.DataFrame:
+    """The gradient-masking check of a (defended) run: FGSM vs PGD with ``steps`` × ``restarts``;
+    the attacked metrics and a ``masking_flag`` row (1 = PGD drop > factor × FGSM drop) per
+    budget and metric@K go into the run's results, the check into ``attacks/adaptive_check.csv``."""
+    sweep = untargeted_run(run_dir, ("fgsm", "pgd"), budgets, pgd_steps=steps, pgd_restarts=restarts, seed=seed,
+                           device=device, name="adaptive")
+    check = masking_check(sweep, factor)
+    run = load_run(run_dir, "cpu")
+    _write_csv(check, run.path / "attacks" / "adaptive_check.csv")
+    params = json.dumps({"steps": steps, "restarts": restarts, "factor": factor, "seed": seed})
+    rows = [{**_coords(run), "attack": "adaptive-check", "attack_params": params, "budget": r.budget, "norm": "l2",
+             "point": "raw", "modalities": r.modalities, "split": "test", "protocol": "full", "population": "all",
+             "metric": f"{r.metric}_masking_flag", "k": r.k, "value": float(r.flagged)} for _, r in check.iterrows()]
+    write_results(run.path, rows, replace=False)
+    return check
 
 
 def promotion_run(run_dir: str | Path, attacks: Sequence[str] = ("fgsm", "pgd"),

@@ -15,13 +15,24 @@ from mmrobust.models.base import (
     Recommender,
     bpr_loss,
 )
+from mmrobust.models.bm3 import BM3
+from mmrobust.models.duif import DUIF
+from mmrobust.models.freedom import FREEDOM
+from mmrobust.models.grcn import GRCN
+from mmrobust.models.lattice import LATTICE
 from mmrobust.models.lightgcn import LightGCN
 from mmrobust.models.mf import MF
+from mmrobust.models.mmgcl import MMGCL
+from mmrobust.models.mmgcn import MMGCN
 from mmrobust.models.plugins import LossPlugin
 from mmrobust.models.popularity import Popularity
+from mmrobust.models.slmrec import SLMRec
 from mmrobust.models.vbpr import VBPR
 
-MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, MF, LightGCN, VBPR)}
+MODELS: dict[str, type[Recommender]] = {
+    cls.name: cls
+    for cls in (Popularity, MF, LightGCN, VBPR, DUIF, MMGCN, GRCN, SLMRec, MMGCL, LATTICE, FREEDOM, BM3)
+}
 ALIASES = {"popularity": "pop", "mf-bpr": "mf", "bpr": "mf", "mfbpr": "mf"}
 
 
@@ -48,6 +59,14 @@ def build_model(name: str, dataset: Dataset, config: ModelConfig | dict[str, Any
 
 __all__ = [
     "ALIASES",
+    "BM3",
+    "DUIF",
+    "FREEDOM",
+    "GRCN",
+    "LATTICE",
+    "MMGCL",
+    "MMGCN",
+    "SLMRec",
     "FEATURE_ROUTES",
     "MODELS",
     "PERTURBATION_POINTS",

@@ -13,6 +13,7 @@ the fused score ŷ_ui = ⟨e_u, e_i⟩, full-ranking scores and the per-modality
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -150,6 +151,20 @@ class Recommender(nn.Module):
         if not wanted:
             raise ValueError(f"{self.name} reads item features but dataset '{dataset.name}' has none")
         return tuple(wanted)
+
+    def __deepcopy__(self, memo: dict) -> Recommender:
+        """Deep copy that shares the constant sparse operators (CSR tensors cannot be deep-copied)."""
+        for module in self.modules():
+            for value in list(module._buffers.values()) + list(vars(module).values()):
+                if isinstance(value, Tensor) and value.layout != torch.strided:
+                    memo[id(value)] = value
+                elif isinstance(value, tuple) and any(isinstance(v, Tensor) and v.layout != torch.strided for v in value):
+                    memo[id(value)] = value
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for key, value in vars(self).items():
+            clone.__dict__[key] = copy.deepcopy(value, memo)
+        return clone
 
     @property
     def device(self) -> torch.device:

@@ -39,13 +39,22 @@ def to_torch_csr(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> Ten
         )
 
 
+def _csr_matmul(adj: Tensor, dense: Tensor) -> Tensor:
+    """adj @ dense; for CSR ``adj`` written straight into a fresh output (beta = 0: the output is
+    not read), which skips the zero fill and the extra copy of ``adj @ dense`` (half the time on CPU)."""
+    if adj.layout != torch.sparse_csr:
+        return adj @ dense
+    out = torch.empty(adj.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
+    return torch.addmm(out, adj, dense.contiguous(), beta=0, out=out)
+
+
 class _SpMM(torch.autograd.Function):
     """y = A x for a constant sparse A; the backward pass is Aᵀ g (twice differentiable)."""
 
     @staticmethod
     def forward(ctx, adj: Tensor, adj_t: Tensor, dense: Tensor) -> Tensor:  # type: ignore[override]
         ctx.adj, ctx.adj_t = adj, adj_t
-        return adj @ dense
+        return _csr_matmul(adj, dense)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
@@ -88,6 +97,32 @@ def sym_spmm(adj: Tensor, dense: Tensor) -> Tensor:
     return _SymmetricSpMM.apply(adj, dense)
 
 
+class _RowNormalize(torch.autograd.Function):
+    """y = x / max(‖x‖₂, ε) per row (F.normalize) with a fused backward, (g − y⟨g, y⟩) / ‖x‖;
+    under ``create_graph`` the backward is recomputed from x with differentiable ops."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        inv = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        y = x * inv
+        ctx.save_for_backward(x, y, inv)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        x, y, inv = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: keep the dependence of y and 1/‖x‖ on x
+            inv = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
+            y = x * inv
+            return (grad - y * torch.linalg.vecdot(grad, y).unsqueeze(1)) * inv
+        return (grad - y * torch.linalg.vecdot(grad, y).unsqueeze(1)).mul_(inv)
+
+
+def normalize_rows(x: Tensor) -> Tensor:
+    """``F.normalize(x, dim=1)`` with a cheaper backward pass (about half the memory traffic)."""
+    return _RowNormalize.apply(x)
+
+
 @dataclass
 class KnnGraph:
     """A sparse item–item graph stored as K neighbour slots per row: ``indices`` [n, K] and
@@ -118,6 +153,16 @@ class KnnGraph:
     def mix(graphs: list[KnnGraph]) -> KnnGraph:
         """The sum of graphs (neighbour slots concatenated)."""
         return KnnGraph(torch.cat([g.indices for g in graphs], 1), torch.cat([g.values for g in graphs], 1))
+
+    def to_csr(self, n: int) -> tuple[Tensor, Tensor]:
+        """The graph, detached, as CSR matrices (A, Aᵀ) for :func:`spmm` — faster than gathering
+        neighbour slots when the graph is constant; duplicate slots are summed."""
+        rows = torch.arange(self.indices.shape[0], device=self.indices.device).repeat_interleave(self.indices.shape[1])
+        index = torch.stack([rows, self.indices.reshape(-1)])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            a = torch.sparse_coo_tensor(index, self.values.detach().reshape(-1), (n, n), check_invariants=False).coalesce()
+            return a.to_sparse_csr(), a.t().coalesce().to_sparse_csr()
 
     def to_dense(self, n: int) -> Tensor:
         dense = torch.zeros(self.indices.shape[0], n, dtype=self.values.dtype, device=self.values.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +26,8 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     checkpoint_every: int = Field(1, ge=1, description="write a resumable checkpoint every this many epochs")
     progress: bool = Field(True, description="show a progress bar (off when not on a terminal)")
+    restore: Literal["best", "last"] = Field(
+        "best", description="keep the best-validation weights, or the last epoch's (fixed-length defense fine-tuning)")
 
     @field_validator("valid_metric")
     @classmethod

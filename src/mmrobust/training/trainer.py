@@ -1,6 +1,9 @@
 """The trainer: Adam on the model's own loss plus loss plug-ins, validation every epoch,
 early stopping on the validation metric, best-checkpoint restore, resumable checkpoints.
 
+With ``restore: last`` there is no early stopping and the last epoch's weights are kept
+(fine-tuning for a fixed number of epochs, as the defense papers do).
+
 Randomness is derived from ``(seed, epoch)`` (sampling and torch's generator are re-seeded
 at the start of every epoch), so a run resumed from a checkpoint continues exactly as an
 uninterrupted run would.
@@ -144,12 +147,12 @@ def fit(model: Recommender, dataset: Dataset, config: TrainConfig | None = None,
                 valid = evaluate(model, dataset, "valid", features, config.ks, config.eval_batch_size)
                 log.update({f"valid_{k}": v for k, v in valid.items()})
                 score = valid[config.valid_metric]
-                if score > state.best_score:
+                if score > state.best_score or config.restore == "last":
                     state.best_score, state.best_epoch, state.best_valid = score, epoch, valid
                     state.best_weights, state.bad_evals, improved = _snapshot(model), 0, True
                 else:
                     state.bad_evals += 1
-                stopped = state.bad_evals >= config.patience
+                stopped = state.bad_evals >= config.patience and config.restore == "best"
             state.history.append(log)
             state.epoch = epoch + 1
             if run_path is not None and (state.epoch % config.checkpoint_every == 0 or stopped or improved

@@ -1,0 +1,61 @@
+"""Every model of the zoo under the one contract: scores, decomposition, attacks and analyses
+run unchanged on each (CI-size synthetic data)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmrobust.attacks import FGSM
+from mmrobust.data import make_synthetic
+from mmrobust.evaluation import evaluate
+from mmrobust.evaluation.modality import modality_analysis
+from mmrobust.evaluation.robustness import evaluate_perturbed
+from mmrobust.models import FEATURE_ROUTES, MODELS, build_model
+from mmrobust.training import TrainConfig, fit
+from mmrobust.utils import seed_everything
+
+DS = make_synthetic(n_users=90, n_items=110, per_user=12, seed=21)
+MULTIMODAL = sorted(name for name, cls in MODELS.items() if cls.feature_route != "none")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    out = {}
+    for name in sorted(MODELS):
+        seed_everything(0)
+        model = build_model(name, DS)
+        fit(model, DS, TrainConfig(epochs=3, lr=0.01, batch_size=256, progress=False, device="cpu"), evaluate_test=False)
+        out[name] = model.eval()
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_contract(trained, name):
+    model = trained[name]
+    cls = MODELS[name]
+    assert cls.feature_route in FEATURE_ROUTES and cls.route_note
+    feats = DS.feature_tensors(modalities=model.modalities)
+    users, items = torch.arange(DS.n_users).repeat(3), torch.randint(0, DS.n_items, (3 * DS.n_users,))
+    with torch.no_grad():
+        emb = model.embed(feats)
+        parts = emb.modality_scores(users, items)
+        torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model.score(feats, users, items), emb.pair_scores(users, items), rtol=1e-4, atol=1e-5)
+        assert set(parts) - {"rest"} <= set(model.modalities)
+        for m in model.modalities:
+            assert model.encode_modality(m, feats[m][:5]).shape == (5, model.modality_embedding_dims()[m])
+    assert 0 <= evaluate(model, DS, "test", ks=(20,))["recall@20"] <= 1
+
+
+@pytest.mark.parametrize("name", MULTIMODAL)
+def test_fgsm_and_modality_analysis_run_on_every_multimodal_model(trained, name):
+    model = trained[name]
+    pert = FGSM(0.1).perturb(model, DS)
+    assert max(n["max_ratio_to_radius"] for n in pert.norms().values()) <= 1 + 1e-5
+    attacked = evaluate_perturbed(model, DS, pert, ks=(20,))["recall@20"]
+    clean = evaluate(model, DS, "test", ks=(20,))["recall@20"]
+    if MODELS[name].feature_route == "training-only":
+        assert attacked == clean  # inference ignores the features
+    result = modality_analysis(model, DS, budget=0.1)
+    assert result.sensitive in (*model.modalities, "none")
