@@ -79,14 +79,15 @@ def model_rows(name: str, model: str, ds, root: Path, args) -> dict:
     row["s/epoch"] = f"{np.mean(secs):.2f}"
     row["epochs"] = f"{np.mean([m.get('epochs_run', 0) for m in metrics]):.0f}"
     cls = MODELS[model]
-    if cls.feature_route != "none":
-        loaded = load_run(dirs[0], "cpu")
+    loaded = load_run(dirs[0], "cpu")
+    route = cls.route_of(loaded.model.config)
+    if route != "none":
         sweep = untargeted_sweep(loaded.model, loaded.dataset, ("fgsm",), (0.05,), ks=(20,))
         recall = sweep[sweep.metric == "recall"].iloc[0]
         row["R@20 clean → FGSM 5%"] = f"{recall.clean:.4f} → {recall.attacked:.4f} ({100 * recall['drop']:.0f}%)"
     else:
         row["R@20 clean → FGSM 5%"] = "no features"
-    row["feature route"] = cls.feature_route
+    row["feature route"] = route
     return row
 
 

@@ -55,7 +55,7 @@ def test_fgsm_and_modality_analysis_run_on_every_multimodal_model(trained, name)
     assert max(n["max_ratio_to_radius"] for n in pert.norms().values()) <= 1 + 1e-5
     attacked = evaluate_perturbed(model, DS, pert, ks=(20,))["recall@20"]
     clean = evaluate(model, DS, "test", ks=(20,))["recall@20"]
-    if MODELS[name].feature_route == "training-only":
+    if MODELS[name].route_of(model.config) == "training-only":
         assert attacked == clean  # inference ignores the features
     result = modality_analysis(model, DS, budget=0.1)
     assert result.sensitive in (*model.modalities, "none")

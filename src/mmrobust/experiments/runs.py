@@ -22,7 +22,7 @@ from mmrobust.data import Dataset, load_dataset
 from mmrobust.defenses import make_defense
 from mmrobust.evaluation import evaluate, evaluate_sampled
 from mmrobust.experiments.config import RunConfig, load_run_config
-from mmrobust.models import Recommender, build_model
+from mmrobust.models import Recommender, build_model, model_class
 from mmrobust.training import BEST, FitResult, fit, load_weights
 from mmrobust.utils import (
     atomic_path,
@@ -32,7 +32,7 @@ from mmrobust.utils import (
     torch_save_atomic,
 )
 
-RESULT_COLUMNS = ["dataset", "model", "defense", "defense_params", "attack", "attack_params", "budget", "norm",
+RESULT_COLUMNS = ["dataset", "model", "feature_route", "defense", "defense_params", "attack", "attack_params", "budget", "norm",
                   "point", "modalities", "seed", "split", "protocol", "population", "metric", "k", "value", "run_dir"]
 COORDINATES = [c for c in RESULT_COLUMNS if c != "value"]
 
@@ -105,7 +105,9 @@ def write_results(run_dir: Path, rows: list[dict], replace: bool = True) -> pd.D
 def run_coordinates(config: RunConfig, dataset_name: str, run_dir: Path) -> dict[str, object]:
     """The coordinates every result row of a run shares."""
     defense_params = json.dumps({d.name: d.params for d in config.defenses}, sort_keys=True)
-    return {"dataset": dataset_name, "model": config.model, "defense": config.defense_label(),
+    cls = model_class(config.model)
+    route = cls.route_of(cls.Config(**config.model_params))
+    return {"dataset": dataset_name, "model": config.model, "feature_route": route, "defense": config.defense_label(),
             "defense_params": defense_params,
             "attack": "none", "attack_params": "{}", "budget": 0.0, "norm": None, "point": None,
             "modalities": None, "seed": config.train.seed, "run_dir": str(run_dir)}

@@ -130,6 +130,11 @@ class Recommender(nn.Module):
     item_local: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
 
+    @classmethod
+    def route_of(cls, config: ModelConfig) -> str:
+        """The feature route of this model under ``config`` (a setting may change it)."""
+        return cls.feature_route
+
     def __init__(self, dataset: Dataset, config: ModelConfig):
         super().__init__()
         self.config = config

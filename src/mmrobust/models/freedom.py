@@ -95,6 +95,11 @@ class FREEDOM(Recommender):
                   "(rebuild_graph_at_inference); the score has no per-modality parts")
     item_local = False
 
+    @classmethod
+    def route_of(cls, config: FREEDOMConfig) -> str:
+        """'graph' when the kNN graph is rebuilt from the given features, else 'training-only'."""
+        return "graph" if config.rebuild_graph_at_inference else "training-only"
+
     def __init__(self, dataset: Dataset, config: FREEDOMConfig | None = None):
         super().__init__(dataset, config or FREEDOMConfig())
         cfg = self.config
