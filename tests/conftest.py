@@ -106,3 +106,24 @@ def good_folder(tmp_path) -> Path:
 
 def read_inter(folder: Path) -> pd.DataFrame:
     return pd.read_csv(next(folder.glob("*.inter")), sep="\t")
+
+
+@pytest.fixture(scope="module")
+def ds():
+    """The small synthetic dataset of the per-model unit tests."""
+    from mmrobust.data import make_synthetic
+
+    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
+
+
+@pytest.fixture
+def feats(ds):
+    return ds.feature_tensors()
+
+
+def pairs(ds, n: int = 80, seed: int = 0):
+    """n random (user, item) index pairs of ``ds``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)

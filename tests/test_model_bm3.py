@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import pairs
 from mmrobust.data import make_synthetic
 from mmrobust.models.base import Batch
 from mmrobust.models.bm3 import BM3, BM3Config
@@ -15,24 +16,9 @@ from mmrobust.training import TrainConfig, fit
 from mmrobust.utils import seed_everything
 
 
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
-
-
-@pytest.fixture
-def feats(ds):
-    return ds.feature_tensors()
-
-
 def build(ds, **kw) -> BM3:
     torch.manual_seed(0)
     return BM3(ds, BM3Config(embedding_size=8, **kw))
-
-
-def pairs(ds, n=50, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
 
 
 def batch_of(ds, n=32, seed=0):

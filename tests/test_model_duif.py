@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from mmrobust.attacks import FGSM
-from mmrobust.data import make_synthetic
-from mmrobust.evaluation import evaluate
-from mmrobust.evaluation.modality import modality_analysis
-from mmrobust.evaluation.robustness import evaluate_perturbed
+from conftest import pairs
 from mmrobust.models import Batch
 from mmrobust.models.duif import DUIF, DUIFConfig
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
-
-
-@pytest.fixture(scope="module")
-def feats(ds):
-    return ds.feature_tensors()
-
-
-def pairs(ds, n=80, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
 
 
 def test_decomposition_is_per_block_of_E_and_exact(ds, feats):
@@ -95,35 +73,3 @@ def test_embedding_point_equals_raw_point_through_linear_encoder(ds, feats):
         torch.testing.assert_close(model.score(feats, users, items, delta),
                                    model.embed(feats, delta).pair_scores(users, items))
     assert model.perturbation_shape("embedding", "image") == (ds.n_items, model.config.embedding_size)
-
-
-@pytest.fixture(scope="module")
-def learn_ds():
-    return make_synthetic(n_users=150, n_items=120, per_user=15, seed=5)
-
-
-def train(ds, epochs):
-    seed_everything(0)
-    model = DUIF(ds, DUIFConfig(embedding_size=16))
-    result = fit(model, ds, TrainConfig(epochs=epochs, lr=0.01, batch_size=256, progress=False, device="cpu"),
-                 evaluate_test=False)
-    return model, result
-
-
-def test_same_seed_gives_identical_losses(learn_ds):
-    runs = [train(learn_ds, 3)[1] for _ in range(2)]
-    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
-
-
-def test_learns_and_shared_attack_machinery_runs(learn_ds):
-    seed_everything(0)
-    untrained = DUIF(learn_ds, DUIFConfig(embedding_size=16))
-    model, _ = train(learn_ds, 15)
-    before = evaluate(untrained, learn_ds, "test", ks=(20,))["recall@20"]
-    after = evaluate(model, learn_ds, "test", ks=(20,))["recall@20"]
-    assert after > before + 0.05, (before, after)
-    pert = FGSM(0.05).perturb(model, learn_ds)
-    assert 0 <= evaluate_perturbed(model, learn_ds, pert, ks=(20,))["recall@20"] <= 1
-    analysis = modality_analysis(model, learn_ds, pert)
-    assert set(analysis.margins.part) >= {"image", "text", "rest", "fused"}
-    assert float(analysis.margins.set_index("part").loc["fused", "drop"]) > 0

@@ -4,38 +4,18 @@ optional rebuild, the loss, training."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrobust.data import make_synthetic
-from mmrobust.evaluation import evaluate
+from conftest import pairs
 from mmrobust.models import Batch
 from mmrobust.models.freedom import FREEDOM, FREEDOMConfig, mix_weights
 from mmrobust.models.graph import bipartite_adjacency
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
-
-
-@pytest.fixture
-def feats(ds):
-    return ds.feature_tensors()
 
 
 def build(ds, seed=0, **cfg):
     torch.manual_seed(seed)
     return FREEDOM(ds, FREEDOMConfig(**cfg)).eval()
-
-
-def pairs(ds, n=50, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
 
 
 def dense_binary_knn_norm(x, k):
@@ -184,49 +164,3 @@ def test_embedding_point_is_the_projection_of_the_loss(ds, feats):
         delta = {m: model.encode_modality(m, perturbed[m]) - model.encode_modality(m, feats[m]) for m in feats}
         torch.testing.assert_close(model.feature_bpr(user, batch, feats, delta), model.feature_bpr(user, batch, perturbed))
     assert model.modality_embedding_dims() == {"image": 64, "text": 64}
-
-
-def test_fit_is_deterministic(ds):
-    losses = []
-    for _ in range(2):
-        seed_everything(0)
-        model = FREEDOM(ds, FREEDOMConfig(embedding_size=16))
-        result = fit(model, ds, TrainConfig(epochs=3, progress=False, device="cpu", batch_size=128))
-        losses.append([h["loss"] for h in result.history])
-    assert losses[0] == losses[1]
-
-
-@pytest.fixture(scope="module")
-def trained():
-    data = make_synthetic(n_users=150, n_items=200, per_user=15, seed=0)
-    seed_everything(0)
-    untrained = FREEDOM(data, FREEDOMConfig(embedding_size=16))
-    seed_everything(0)
-    model = FREEDOM(data, FREEDOMConfig(embedding_size=16))
-    fit(model, data, TrainConfig(epochs=15, lr=0.02, batch_size=256, progress=False, device="cpu"))
-    return data, untrained, model
-
-
-def test_learns(trained):
-    data, untrained, model = trained
-    before = evaluate(untrained, data, "test")["recall@20"]
-    after = evaluate(model, data, "test")["recall@20"]
-    assert after > before + 0.05, (before, after)
-
-
-def test_shared_attack_and_analysis_machinery(trained):
-    from mmrobust.attacks import FGSM
-    from mmrobust.evaluation.modality import modality_analysis
-    from mmrobust.evaluation.robustness import evaluate_perturbed
-
-    data, _, model = trained
-    pert = FGSM(0.05).perturb(model, data)  # the gradient is zero: the perturbation stays zero
-    assert all(float(d.abs().sum()) == 0 for d in pert.deltas.values())
-    assert evaluate_perturbed(model, data, pert) == evaluate_perturbed(model, data, None)
-    analysis = modality_analysis(model, data)
-    assert np.allclose(analysis.margins["drop"], 0)
-    rebuilt = FREEDOM(data, FREEDOMConfig(embedding_size=16, rebuild_graph_at_inference=True))
-    rebuilt.load_state_dict(model.state_dict())
-    pert = FGSM(0.05).perturb(rebuilt, data)
-    assert all(float(d.abs().sum()) > 0 for d in pert.deltas.values())
-    assert np.isfinite(evaluate_perturbed(rebuilt, data, pert)["recall@20"])

@@ -7,32 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrobust.attacks import FGSM
+from conftest import pairs
 from mmrobust.data import make_synthetic
-from mmrobust.evaluation import evaluate
-from mmrobust.evaluation.modality import modality_analysis
-from mmrobust.evaluation.robustness import evaluate_perturbed
 from mmrobust.models import Batch
 from mmrobust.models.grcn import GRCN, GRCNConfig, normalize_rows
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
 
 SMALL = {"embedding_size": 12, "content_size": 10}
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
-
-
-@pytest.fixture(scope="module")
-def feats(ds):
-    return ds.feature_tensors()
-
-
-def pairs(ds, n=80, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
 
 
 def dense_reference(model: GRCN, ds, feats, delta=None):
@@ -203,36 +183,3 @@ def test_embedding_point_is_the_projection_output(ds, feats, modality):
     # g^m is row-wise
     torch.testing.assert_close(model.encode_modality(modality, feats[modality][3:5]),
                                model.encode_modality(modality, feats[modality])[3:5])
-
-
-@pytest.fixture(scope="module")
-def learn_ds():
-    return make_synthetic(n_users=150, n_items=120, per_user=15, seed=5)
-
-
-def train(ds, epochs, seed=0):
-    seed_everything(seed)
-    model = GRCN(ds, GRCNConfig(**SMALL))
-    result = fit(model, ds, TrainConfig(epochs=epochs, lr=0.01, batch_size=256, progress=False, device="cpu"),
-                 evaluate_test=False)
-    return model, result
-
-
-def test_same_seed_gives_identical_losses(learn_ds):
-    runs = [train(learn_ds, 3)[1] for _ in range(2)]
-    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
-
-
-def test_learns_and_shared_attack_machinery_runs(learn_ds):
-    seed_everything(0)
-    untrained = GRCN(learn_ds, GRCNConfig(**SMALL))
-    model, _ = train(learn_ds, 15)
-    before = evaluate(untrained, learn_ds, "test", ks=(20,))["recall@20"]
-    after = evaluate(model, learn_ds, "test", ks=(20,))["recall@20"]
-    assert after > before + 0.05, (before, after)
-    pert = FGSM(0.05).perturb(model, learn_ds)
-    attacked = evaluate_perturbed(model, learn_ds, pert, ks=(20,))["recall@20"]
-    assert 0 <= attacked <= 1 and max(n["max_ratio_to_radius"] for n in pert.norms().values()) <= 1 + 1e-5
-    analysis = modality_analysis(model, learn_ds, pert)
-    assert analysis.sensitive in model.modalities
-    assert set(analysis.margins.part) >= {"image", "text", "rest", "fused"}

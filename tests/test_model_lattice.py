@@ -3,28 +3,13 @@ feature perturbation, the embedding point, the per-epoch graph schedule, trainin
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrobust.data import make_synthetic
-from mmrobust.evaluation import evaluate
+from conftest import pairs
 from mmrobust.models import Batch
 from mmrobust.models.graph import bipartite_adjacency
 from mmrobust.models.lattice import LATTICE, LATTICEConfig
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
-
-
-@pytest.fixture
-def feats(ds):
-    return ds.feature_tensors()
 
 
 def build(ds, seed=0, **cfg):
@@ -33,11 +18,6 @@ def build(ds, seed=0, **cfg):
     with torch.no_grad():  # unequal modality weights, so the mix is really tested
         model.modal_weight.copy_(torch.tensor([0.3, -0.2]))
     return model.eval()
-
-
-def pairs(ds, n=50, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
 
 
 # --- dense brute force, as MMRec's build_sim / build_knn_neighbourhood / compute_normalized_laplacian
@@ -188,46 +168,3 @@ def test_unimodal_variant(ds, feats):
     expected = 0.1 * dense_norm(dense_knn(model.trs["text"](feats["text"]), 10)) + 0.9 * dense_norm(
         dense_knn(feats["text"], 10))
     torch.testing.assert_close(graph.detach(), expected.detach())
-
-
-def test_fit_is_deterministic(ds):
-    losses = []
-    for _ in range(2):
-        seed_everything(0)
-        model = LATTICE(ds, LATTICEConfig(embedding_size=16))
-        result = fit(model, ds, TrainConfig(epochs=3, progress=False, device="cpu", batch_size=128))
-        losses.append([h["loss"] for h in result.history])
-    assert losses[0] == losses[1]
-
-
-@pytest.fixture(scope="module")
-def trained():
-    data = make_synthetic(n_users=150, n_items=200, per_user=15, seed=0)
-    seed_everything(0)
-    untrained = LATTICE(data, LATTICEConfig(embedding_size=16))
-    seed_everything(0)
-    model = LATTICE(data, LATTICEConfig(embedding_size=16))
-    fit(model, data, TrainConfig(epochs=15, lr=0.02, batch_size=256, progress=False, device="cpu"))
-    return data, untrained, model
-
-
-def test_learns(trained):
-    data, untrained, model = trained
-    before = evaluate(untrained, data, "test")["recall@20"]
-    after = evaluate(model, data, "test")["recall@20"]
-    assert after > before + 0.05, (before, after)
-
-
-def test_shared_attack_and_analysis_machinery(trained):
-    from mmrobust.attacks import FGSM
-    from mmrobust.evaluation.modality import modality_analysis
-    from mmrobust.evaluation.robustness import evaluate_perturbed
-
-    data, _, model = trained
-    pert = FGSM(0.05).perturb(model, data)
-    assert all(float(d.abs().sum()) > 0 for d in pert.deltas.values())
-    clean, attacked = evaluate_perturbed(model, data, None), evaluate_perturbed(model, data, pert)
-    assert np.isfinite(attacked["recall@20"]) and attacked != clean
-    analysis = modality_analysis(model, data)
-    assert analysis.sensitive in model.modalities
-    assert {"fused", "rest"} <= set(analysis.margins.part)

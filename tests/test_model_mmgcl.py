@@ -9,31 +9,14 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from mmrobust.data import make_synthetic
+from conftest import pairs
 from mmrobust.models.base import Batch
 from mmrobust.models.mmgcl import MMGCL, MMGCLConfig
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
-
-
-@pytest.fixture
-def feats(ds):
-    return ds.feature_tensors()
 
 
 def build(ds, **kw) -> MMGCL:
     torch.manual_seed(0)
     return MMGCL(ds, MMGCLConfig(embedding_size=8, **kw))
-
-
-def pairs(ds, n=50, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
 
 
 def dense_norm_adj(train: sp.csr_matrix) -> torch.Tensor:
@@ -198,37 +181,3 @@ def test_embedding_point(ds, feats):
     torch.testing.assert_close(emb.parts["image"][1], model.embed(feats).parts["image"][1])
     assert model.perturbation_shape("embedding", "text") == (ds.n_items, 8)
     assert model.perturbation_shape("raw", "text") == (ds.n_items, ds.feature_dims()["text"])
-
-
-def _fit(ds, epochs=3, lr=0.01):
-    seed_everything(0)
-    model = MMGCL(ds, MMGCLConfig(embedding_size=16, n_layers=2))
-    result = fit(model, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=256, progress=False, device="cpu"))
-    return model, result
-
-
-def test_same_seed_same_losses():
-    ds = make_synthetic(n_users=60, n_items=80, per_user=10, seed=1)
-    _, a = _fit(ds)
-    _, b = _fit(ds)
-    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
-
-
-def test_learns_and_shared_machinery_runs():
-    from mmrobust.attacks import FGSM
-    from mmrobust.evaluation import evaluate
-    from mmrobust.evaluation.modality import modality_analysis
-    from mmrobust.evaluation.robustness import evaluate_perturbed
-
-    ds = make_synthetic(n_users=200, n_items=150, per_user=15, seed=0)
-    seed_everything(0)
-    untrained = MMGCL(ds, MMGCLConfig(embedding_size=16, n_layers=2))
-    base = evaluate(untrained, ds, "test")["recall@20"]
-    model, result = _fit(ds, epochs=15, lr=0.01)
-    assert result.test["recall@20"] > base + 0.1, (base, result.test["recall@20"])
-    pert = FGSM(0.05).perturb(model, ds)
-    attacked = evaluate_perturbed(model, ds, pert)
-    assert attacked["recall@20"] <= result.test["recall@20"] + 1e-9
-    analysis = modality_analysis(model, ds, pert)
-    assert set(analysis.margins.part) == {"image", "text", "rest", "fused"}
-    assert analysis.sensitive in ("image", "text")

@@ -7,34 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmrobust.attacks import FGSM
-from mmrobust.data import make_synthetic
-from mmrobust.evaluation import evaluate
-from mmrobust.evaluation.modality import modality_analysis
-from mmrobust.evaluation.robustness import evaluate_perturbed
+from conftest import pairs
 from mmrobust.models import Batch
 from mmrobust.models.graph import normalize_rows
 from mmrobust.models.mmgcn import MMGCN, MMGCNConfig
-from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import seed_everything
 
 # image (32-d) gets an MLP to 24-d, text (16-d) enters raw
 SMALL = {"embedding_size": 16, "dim_latent": 24, "latent_above": 20}
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_users=40, n_items=60, per_user=10, seed=3)
-
-
-@pytest.fixture(scope="module")
-def feats(ds):
-    return ds.feature_tensors()
-
-
-def pairs(ds, n=80, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
 
 
 def dense_reference(model: MMGCN, ds, modality: str, item_input: torch.Tensor) -> torch.Tensor:
@@ -168,37 +147,3 @@ def test_row_normalisation_first_and_second_order_gradients():
     assert normalize_rows(zero).abs().sum() == 0
     normalize_rows(zero).sum().backward()
     assert torch.isfinite(zero.grad).all()
-
-
-@pytest.fixture(scope="module")
-def learn_ds():
-    return make_synthetic(n_users=150, n_items=120, per_user=15, seed=5)
-
-
-def train(ds, epochs, seed=0):
-    seed_everything(seed)
-    model = MMGCN(ds, MMGCNConfig(**SMALL))
-    result = fit(model, ds, TrainConfig(epochs=epochs, lr=0.01, batch_size=256, progress=False, device="cpu"),
-                 evaluate_test=False)
-    return model, result
-
-
-def test_same_seed_gives_identical_losses(learn_ds):
-    runs = [train(learn_ds, 3)[1] for _ in range(2)]
-    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
-
-
-def test_learns_and_shared_attack_machinery_runs(learn_ds):
-    seed_everything(0)
-    untrained = MMGCN(learn_ds, MMGCNConfig(**SMALL))
-    model, _ = train(learn_ds, 15)
-    before = evaluate(untrained, learn_ds, "test", ks=(20,))["recall@20"]
-    after = evaluate(model, learn_ds, "test", ks=(20,))["recall@20"]
-    assert after > before + 0.05, (before, after)
-    pert = FGSM(0.05).perturb(model, learn_ds)
-    attacked = evaluate_perturbed(model, learn_ds, pert, ks=(20,))["recall@20"]
-    assert 0 <= attacked <= 1 and max(n["max_ratio_to_radius"] for n in pert.norms().values()) <= 1 + 1e-5
-    analysis = modality_analysis(model, learn_ds, pert)
-    assert set(analysis.margins.part) >= {"image", "text", "rest", "fused"}
-    assert float(analysis.margins.set_index("part").loc["fused", "drop"]) > 0   # the attack lowers the BPR margin
-    assert analysis.sensitive in model.modalities

@@ -59,3 +59,40 @@ def test_fgsm_and_modality_analysis_run_on_every_multimodal_model(trained, name)
         assert attacked == clean  # inference ignores the features
     result = modality_analysis(model, DS, budget=0.1)
     assert result.sensitive in (*model.modalities, "none")
+
+
+TRAINABLE = sorted(name for name, cls in MODELS.items() if cls.trainable)
+LEARN_DS = make_synthetic(n_users=150, n_items=160, per_user=15, seed=5)
+LEARN_LR = {"lattice": 0.02, "freedom": 0.02, "bm3": 0.02, "mmgcl": 0.02}
+
+
+def _fit(name, ds, epochs, lr=0.01, seed=0):
+    seed_everything(seed)
+    model = build_model(name, ds)
+    result = fit(model, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=256, progress=False, device="cpu"),
+                 evaluate_test=False)
+    return model, result
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_same_seed_gives_identical_losses(name):
+    runs = [_fit(name, DS, 2)[1] for _ in range(2)]
+    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_every_model_learns(name):
+    seed_everything(0)
+    before = evaluate(build_model(name, LEARN_DS), LEARN_DS, "test", ks=(20,))["recall@20"]
+    model, _ = _fit(name, LEARN_DS, 15, LEARN_LR.get(name, 0.01))
+    after = evaluate(model, LEARN_DS, "test", ks=(20,))["recall@20"]
+    assert after > before + 0.05, (before, after)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MULTIMODAL if MODELS[n].feature_route == "direct"))
+def test_fgsm_lowers_the_fused_margin_of_every_direct_model(trained, name):
+    model = trained[name]
+    pert = FGSM(0.1).perturb(model, DS)
+    assert all(float(d.abs().sum()) > 0 for d in pert.deltas.values())
+    margins = modality_analysis(model, DS, pert).margins.set_index("part")
+    assert float(margins.loc["fused", "drop"]) > 0
