@@ -17,11 +17,11 @@ def test_decomposition_is_per_block_of_E_and_exact(ds, feats):
     parts = emb.modality_scores(users, items)
     concat = torch.cat([feats[m] for m in model.modalities], 1)
     p = model.user_emb[users]
-    torch.testing.assert_close(emb.pair_scores(users, items), (p * (concat[items] @ model.E.T)).sum(1))
+    torch.testing.assert_close(emb.pair_scores(users, items), (p * (concat[items] @ model.W.T)).sum(1))
     start = 0
     for m in model.modalities:
         dm = ds.feature_dims()[m]
-        by_hand = (p * (feats[m][items] @ model.E[:, start:start + dm].T)).sum(1)
+        by_hand = (p * (feats[m][items] @ model.W[:, start:start + dm].T)).sum(1)
         torch.testing.assert_close(parts[m], by_hand)
         start += dm
     assert parts["rest"].abs().max() < 1e-5   # no ID part, no cross terms

@@ -28,13 +28,14 @@ from mmrobust.models.base import (
     rows,
     xavier_parameter,
 )
+from mmrobust.models.content import LinearContent
 
 
 class DUIFConfig(MultimodalConfig):
     reg_weight: float = Field(1e-4, ge=0, description="L2 weight on the batch's p_u, q_i, q_j (project default as VBPR; AMR paper grid 0…1)")
 
 
-class DUIF(Recommender):
+class DUIF(LinearContent, Recommender):
     """ŷ_ui = ⟨p_u, Σ_m E_m x_{m,i}⟩.  The AMR paper trained it with Adagrad (batch 512, lr tuned in
     {0.005, 0.01, 0.05, 0.1}, L2 in {0, 1e-6, 1e-4, 1e-2, 1}, d = 64) and reports no chosen lr; here
     the trainer's Adam (lr 1e-3) is the default."""
@@ -49,30 +50,8 @@ class DUIF(Recommender):
         super().__init__(dataset, config or DUIFConfig())
         d = self.config.embedding_size
         self.user_emb = xavier_parameter(self.n_users, d)
-        self.E = xavier_parameter(d, sum(self.feature_dims.values()))
-        self._blocks: dict[str, tuple[int, int]] = {}
-        start = 0
-        for m in self.modalities:
-            self._blocks[m] = (start, start + self.feature_dims[m])
-            start += self.feature_dims[m]
-
-    def modality_embedding_dims(self) -> dict[str, int]:
-        return {m: self.config.embedding_size for m in self.modalities}
-
-    def encode_modality(self, modality: str, x: Tensor) -> Tensor:
-        start, end = self._blocks[modality]
-        return x @ self.E[:, start:end].T
-
-    def _content(self, features: Mapping[str, Tensor], items: Tensor | None,
-                 embedding_delta: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
-        """{m: E_m x_{m,i} (+ δ_{m,i})} for ``items`` (all items if None)."""
-        parts = {}
-        for m in self.modalities:
-            e = self.encode_modality(m, features[m] if items is None else rows(features[m], items))
-            if embedding_delta is not None and m in embedding_delta:
-                e = e + (embedding_delta[m] if items is None else rows(embedding_delta[m], items))
-            parts[m] = e
-        return parts
+        self.W = xavier_parameter(d, sum(self.feature_dims.values()))  # the paper's E
+        self._init_blocks()
 
     def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)

@@ -26,6 +26,7 @@ from mmrobust.models.base import (
     rows,
     xavier_parameter,
 )
+from mmrobust.models.content import LinearContent
 
 
 class VBPRConfig(MultimodalConfig):
@@ -33,7 +34,7 @@ class VBPRConfig(MultimodalConfig):
     item_bias: bool = Field(True, description="the original paper's item bias β_i, part of the ID score (false: MMRec's form)")
 
 
-class VBPR(Recommender):
+class VBPR(LinearContent, Recommender):
     name = "vbpr"
     Config = VBPRConfig
     feature_route = "direct"
@@ -47,30 +48,7 @@ class VBPR(Recommender):
         self.item_emb = xavier_parameter(self.n_items, d)
         self.item_bias = nn.Parameter(torch.zeros(self.n_items)) if self.config.item_bias else None
         self.W = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, sum(self.feature_dims.values()))))
-        bounds, start = {}, 0
-        for m in self.modalities:
-            bounds[m] = (start, start + self.feature_dims[m])
-            start += self.feature_dims[m]
-        self._blocks = bounds
-
-    def modality_embedding_dims(self) -> dict[str, int]:
-        return {m: self.config.embedding_size for m in self.modalities}
-
-    def encode_modality(self, modality: str, x: Tensor) -> Tensor:
-        start, end = self._blocks[modality]
-        return x @ self.W[:, start:end].T
-
-    def _content(self, features: Mapping[str, Tensor], items: Tensor | None,
-                 embedding_delta: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
-        """{m: W_m x_{m,i} (+ δ_m,i)} for ``items`` (all items if None)."""
-        parts = {}
-        for m in self.modalities:
-            x = features[m] if items is None else rows(features[m], items)
-            e = self.encode_modality(m, x)
-            if embedding_delta is not None and m in embedding_delta:
-                e = e + (embedding_delta[m] if items is None else rows(embedding_delta[m], items))
-            parts[m] = e
-        return parts
+        self._init_blocks()
 
     def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
