@@ -297,6 +297,111 @@ def _frame_table(frame, title: str) -> Table:
     return table
 
 
+# ------------------------------------------------------------------- benchmark
+def _paper_table(table) -> Table:
+    """A paper-layout table for the terminal (best in bold, second best underlined)."""
+    view = Table(title=table.title, caption="\n".join(table.legend), caption_justify="left")
+    for i, col in enumerate(table.columns):
+        view.add_column(col, justify="left" if i < table.n_index else "right", overflow="fold")
+    for row in table.rich_rows():
+        view.add_row(*row)
+    return view
+
+
+def _show_table(table) -> None:
+    """A paper table as a rich table on a terminal; as markdown (best **bold**, second
+    <u>underlined</u>) when the output is a file or a pipe, so the marks survive in logs."""
+    if console.is_terminal:
+        console.print(_paper_table(table))
+    else:
+        sys.stdout.write(table.markdown() + "\n\n")
+        sys.stdout.flush()
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    config: Annotated[str | None, typer.Argument(help="benchmark YAML, or a packaged config: default, modality-balancing, "
+                                                      "band-together, amr (default when omitted: default)")] = None,
+    preset: Annotated[str | None, typer.Option(help="preset of the config: quick (CI size) or full (the paper's settings)")] = None,
+    out: Annotated[Path | None, typer.Option(help="results folder [default: results/<name>[-<preset>]]")] = None,
+    backend: Annotated[str, typer.Option(help="local (in-process) or ray")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local Ray instance)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. seeds=[0], finetune.epochs=5, "
+                                                                  "attacks.untargeted.budgets=[0.05]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda (overrides the config)")] = None,
+    cpus_per_cell: Annotated[float | None, typer.Option(help="CPUs each cell declares to Ray")] = None,
+    gpus_per_cell: Annotated[float | None, typer.Option(help="GPUs each cell declares to Ray")] = None,
+    max_cells: Annotated[int | None, typer.Option(help="stop after computing this many cells (re-run to resume)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar over cells")] = True,
+) -> None:
+    """Run a benchmark grid (datasets × models × defenses × attacks × budgets × seeds); print its tables.
+
+    Finished cells are reused (an interrupted benchmark resumes); the results store, the report
+    (markdown + HTML) and its plots go to --out."""
+    from mmrobust.experiments.benchmark import load_benchmark
+    from mmrobust.experiments.executors import make_executor, run_benchmark
+
+    extra = list(set_ or []) + [f"{k}={v}" for k, v in (("device", device), ("resources.num_cpus", cpus_per_cell),
+                                                        ("resources.num_gpus", gpus_per_cell)) if v is not None]
+    bench = _guard(load_benchmark, config, preset, extra)
+    for name in bench.datasets:
+        _guard(resolve_dataset, name)
+    target = out or Path("results") / (bench.name + (f"-{bench.preset}" if bench.preset else ""))
+    executor = _guard(make_executor, backend, address, bench.resources.num_cpus, bench.resources.num_gpus)
+    console.print(f"benchmark [bold]{bench.name}[/]{f' (preset {bench.preset})' if bench.preset else ''} → {target} "
+                  f"on the {backend} backend", soft_wrap=True)
+    result = _guard(run_benchmark, bench, target, executor, max_cells, progress)
+    for table in result.report.get("tables", []):
+        _show_table(table)
+    outcome = result.outcome
+    console.print(f"{len(outcome.computed)} cells computed, {len(result.grid.cells) - len(outcome.computed) - len(outcome.failed)}"
+                  f" reused or pending, {len(outcome.failed)} failed; {result.seconds:.0f} s")
+    if outcome.stopped:
+        console.print(f"stopped after {max_cells} cells: run the same command again to resume")
+    console.print(f"report: {result.report.get('html')} (and {result.report.get('markdown')}); "
+                  f"results: {result.out / 'results.parquet'}", soft_wrap=True)
+    if outcome.failed:
+        for cid, message in outcome.failed.items():
+            err_console.print(f"failed: {result.grid.cells[cid].title}: {message}", highlight=False)
+        raise typer.Exit(code=1)
+
+
+@app.command("report")
+def report_cmd(
+    results: Annotated[Path, typer.Argument(help="results folder written by 'mmrobust benchmark'")],
+    table: Annotated[str | None, typer.Option(help="print only this table of the config")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="query: column=value (repeatable; v1,v2 for any)")] = None,
+    by: Annotated[str | None, typer.Option(help="query: comma-separated columns to group by (mean ± std over seeds)")] = None,
+) -> None:
+    """Render a benchmark's report again (markdown + HTML + plots), or query its results store."""
+    import yaml
+
+    from mmrobust.experiments.report import write_report
+    from mmrobust.experiments.store import ResultsStore
+
+    store = _guard(ResultsStore.load, results)
+    if where or by:
+        filters = {}
+        for item in where or []:
+            if "=" not in item:
+                _fail(f"--where '{item}' must look like column=value")
+            key, raw = item.split("=", 1)
+            values = [yaml.safe_load(v) for v in raw.split(",")]
+            filters[key] = values if len(values) > 1 else values[0]
+        columns = [c for c in (by or "").split(",") if c]
+        frame = _guard(store.summary, columns, **filters) if columns else _guard(store.query, **filters)
+        console.print(_frame_table(frame.head(200), f"{len(frame)} rows" + (" (first 200)" if len(frame) > 200 else "")))
+        return
+    if table:
+        _show_table(_guard(store.table, table))
+        return
+    paths = _guard(write_report, results)
+    for item in paths["tables"]:
+        _show_table(item)
+    console.print(f"report: {paths['html']} (and {paths['markdown']}); {len(paths['plots'])} plots in "
+                  f"{results / 'plots'}", soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     app()
