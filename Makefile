@@ -1,4 +1,5 @@
-# Two commands set everything up from nothing: `make demo` (main job) and `make test`.
+# Two commands set everything up from nothing: `make demo` (main job: the default
+# benchmark on the built-in dataset) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,12 +12,12 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $@
 
 demo: setup
 	$(BIN)/mmrobust data build ml100k-meta
-	$(BIN)/mmrobust train --model vbpr
+	$(BIN)/mmrobust benchmark
 
 test: setup
 	$(BIN)/python -m pytest
