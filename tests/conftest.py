@@ -127,3 +127,16 @@ def pairs(ds, n: int = 80, seed: int = 0):
 
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
+
+
+def write_synthetic_folder(root: Path) -> Path:
+    """The synthetic dataset (80 users, 120 items) written as an MMRec folder ``root/synth``."""
+    from mmrobust.data import make_synthetic, write_mmrec
+
+    ds = make_synthetic(n_users=80, n_items=120, per_user=12, seed=5)
+    coo = {s: ds.split(s).tocoo() for s in ("train", "valid", "test")}
+    inter = pd.DataFrame({"userID": np.concatenate([c.row for c in coo.values()]),
+                          "itemID": np.concatenate([c.col for c in coo.values()]),
+                          "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()])})
+    inter["rating"], inter["timestamp"] = 1, 0
+    return write_mmrec(root / "synth", "synth", inter, ds.features)

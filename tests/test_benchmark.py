@@ -9,14 +9,12 @@ import sys
 import time
 import types
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import requires_shared_data
+from conftest import requires_shared_data, write_synthetic_folder
 from mmrobust.cli.main import app
-from mmrobust.data import make_synthetic, write_mmrec
 from mmrobust.experiments import executors
 from mmrobust.experiments.benchmark import (
     BenchmarkConfig,
@@ -37,13 +35,7 @@ SMALL = ["models.vbpr.params.embedding_size=16", "train.batch_size=256", "finetu
 
 @pytest.fixture(scope="module")
 def synth_folder(tmp_path_factory):
-    ds = make_synthetic(n_users=80, n_items=120, per_user=12, seed=5)
-    coo = {s: ds.split(s).tocoo() for s in ("train", "valid", "test")}
-    inter = pd.DataFrame({"userID": np.concatenate([c.row for c in coo.values()]),
-                          "itemID": np.concatenate([c.col for c in coo.values()]),
-                          "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()])})
-    inter["rating"], inter["timestamp"] = 1, 0
-    return write_mmrec(tmp_path_factory.mktemp("data") / "synth", "synth", inter, ds.features)
+    return write_synthetic_folder(tmp_path_factory.mktemp("data"))
 
 
 def tiny(folder, seeds=(0, 1, 2), extra=()) -> BenchmarkConfig:

@@ -9,13 +9,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'mmrobust[ray]'); the Ray executor is untested")
 
-from mmrobust.data import make_synthetic, write_mmrec  # noqa: E402
+from conftest import write_synthetic_folder  # noqa: E402
 from mmrobust.experiments.benchmark import load_benchmark  # noqa: E402
 from mmrobust.experiments.executors import RayExecutor, run_benchmark  # noqa: E402
 from mmrobust.experiments.store import STORE_COLUMNS  # noqa: E402
@@ -25,13 +24,7 @@ SETTINGS = ["seeds=[0, 1]", "finetune.epochs=2", "models.vbpr.params.embedding_s
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    ds = make_synthetic(n_users=80, n_items=120, per_user=12, seed=5)
-    coo = {s: ds.split(s).tocoo() for s in ("train", "valid", "test")}
-    inter = pd.DataFrame({"userID": np.concatenate([c.row for c in coo.values()]),
-                          "itemID": np.concatenate([c.col for c in coo.values()]),
-                          "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()])})
-    inter["rating"], inter["timestamp"] = 1, 0
-    return write_mmrec(tmp_path_factory.mktemp("data") / "synth", "synth", inter, ds.features)
+    return write_synthetic_folder(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

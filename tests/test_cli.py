@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import good_rows, write_folder
+from conftest import good_rows, write_folder, write_synthetic_folder
 from mmrobust.cli.main import app
-from mmrobust.data import make_synthetic, write_mmrec
 
 runner = CliRunner()
 
@@ -22,15 +20,7 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def synthetic_folder(tmp_path_factory):
-    ds = make_synthetic(n_users=80, n_items=120, per_user=12, seed=5)
-    coo = {s: ds.split(s).tocoo() for s in ("train", "valid", "test")}
-    inter = pd.DataFrame({
-        "userID": np.concatenate([c.row for c in coo.values()]),
-        "itemID": np.concatenate([c.col for c in coo.values()]),
-        "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()]),
-    })
-    inter["rating"], inter["timestamp"] = 1, 0
-    return write_mmrec(tmp_path_factory.mktemp("data") / "synth", "synth", inter, ds.features)
+    return write_synthetic_folder(tmp_path_factory.mktemp("data"))
 
 
 def test_data_import_list_show(synthetic_folder, isolated_home):
