@@ -144,3 +144,10 @@ def test_train_with_stacked_defenses_from_a_clean_run(synthetic_folder, tmp_path
     assert json.loads(stored[stored.attack == "pgd"].attack_params.iloc[0])["restarts"] == 2
     bad = runner.invoke(app, ["train", "--dataset", str(synthetic_folder), "--set", "defense.uat.eps=0.1"])
     assert bad.exit_code == 2 and "defense 'uat' is not in the run" in " ".join(bad.output.split())
+
+
+def test_help_names_every_model():
+    from mmrobust.models import MODELS
+
+    text = " ".join(runner.invoke(app, ["train", "--help"], terminal_width=200).output.split())
+    assert all(name in text for name in MODELS), text

@@ -118,7 +118,7 @@ def data_import(folder: Annotated[Path, typer.Argument(help="MMRec-layout folder
 
 # ----------------------------------------------------------------------- train
 DatasetOpt = Annotated[str | None, typer.Option(help="dataset name or folder (default ml100k-meta)")]
-ModelOpt = Annotated[str | None, typer.Option(help="pop, mf, lightgcn, vbpr")]
+ModelOpt = Annotated[str | None, typer.Option(help="pop, mf, lightgcn, vbpr, duif, mmgcn, grcn, slmrec, mmgcl, lattice, freedom, bm3")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="run config YAML")]
 EpochsOpt = Annotated[int | None, typer.Option(help="epoch cap")]
 SeedOpt = Annotated[int | None, typer.Option(help="random seed")]
