@@ -158,8 +158,10 @@ def verdicts(rows: list[dict]) -> list[str]:
         by = group.set_index("row")
         mm, mb, adv = by.loc["Multimodal"], by.loc["Modality balancing"], by.loc["Adv training"]
         clean_change = 100 * (mb["clean recall@20"] / mm["clean recall@20"] - 1)
+        control = 100 * (mb["clean recall@20"] / by.loc["Multimodal (fine-tuned)", "clean recall@20"] - 1)
         lines.append(f"- {dataset} / {model}: modality balancing clean R@20 {clean_change:+.1f} % vs Multimodal "
-                     f"({'within' if clean_change >= -3 else 'NOT within'} 3 %); attacked R@20 {mb['fgsm recall@20']:.4f} "
+                     f"({'within' if clean_change >= -3 else 'NOT within'} 3 %; {control:+.1f} % vs the same "
+                     f"fine-tuning without defense); attacked R@20 {mb['fgsm recall@20']:.4f} "
                      f"vs Adv training {adv['fgsm recall@20']:.4f} "
                      f"({'beats' if mb['fgsm recall@20'] > adv['fgsm recall@20'] else 'does NOT beat'} Adv training)")
     return lines
