@@ -140,3 +140,30 @@ def write_synthetic_folder(root: Path) -> Path:
                           "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()])})
     inter["rating"], inter["timestamp"] = 1, 0
     return write_mmrec(root / "synth", "synth", inter, ds.features)
+
+
+def params_without_gradient(model) -> list[str]:
+    """Names of the model's parameters whose gradient is missing or zero after a backward pass."""
+    return [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+
+
+def assert_xavier_bounded(model) -> None:
+    """Every 2-D parameter lies within its Xavier-uniform bound √(6 / (fan_in + fan_out))."""
+    for name, p in model.named_parameters():
+        if p.dim() == 2:
+            bound = (6 / (p.shape[0] + p.shape[1])) ** 0.5
+            assert p.abs().max() <= bound + 1e-6, name
+
+
+def image_perturbation_effect(model, ds, feats):
+    """Check that every modality's features get a score gradient, then return the per-modality
+    score parts (clean, with the image features perturbed) on random pairs."""
+    import torch
+
+    x = {m: t.clone().requires_grad_(True) for m, t in feats.items()}
+    users, items = pairs(ds)
+    model.score(x, users, items).sum().backward()
+    assert all(x[m].grad.abs().sum() > 0 for m in x)
+    perturbed = {**feats, "image": feats["image"] + 0.5 * torch.randn_like(feats["image"])}
+    with torch.no_grad():
+        return model.embed(feats).modality_scores(users, items), model.embed(perturbed).modality_scores(users, items)

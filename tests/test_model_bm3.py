@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import pairs
+from conftest import assert_xavier_bounded, pairs, params_without_gradient
 from mmrobust.data import make_synthetic
 from mmrobust.models.base import Batch
 from mmrobust.models.bm3 import BM3, BM3Config
@@ -93,12 +93,8 @@ def test_loss_is_finite_every_parameter_gets_a_gradient_and_negatives_are_unused
     loss = model.loss(batch, feats)
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing
-    for name, p in model.named_parameters():
-        if p.dim() == 2:
-            bound = (6 / (p.shape[0] + p.shape[1])) ** 0.5
-            assert p.abs().max() <= bound + 1e-6, name
+    assert not params_without_gradient(model)
+    assert_xavier_bounded(model)
     other = Batch(batch.users, batch.pos, torch.randint(0, ds.n_items, (len(batch),)))
     torch.manual_seed(1)
     assert torch.equal(model.loss(other, feats).detach(), loss.detach())

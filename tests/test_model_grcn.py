@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import pairs
+from conftest import image_perturbation_effect, pairs, params_without_gradient
 from mmrobust.data import make_synthetic
 from mmrobust.models import Batch
 from mmrobust.models.grcn import GRCN, GRCNConfig, normalize_rows
@@ -135,7 +135,7 @@ def test_loss_is_mmrec_bpr_plus_reg_and_every_parameter_gets_a_gradient(ds, feat
     loss = model.loss(Batch(users, pos, neg), feats)
     loss.backward()
     assert torch.isfinite(loss)
-    assert not [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not params_without_gradient(model)
     assert {"id_embedding", "confidence", "preference.image", "preference.text"} <= {n for n, _ in model.named_parameters()}
     with torch.no_grad():   # MMRec's calculate_loss, written out
         emb = model.embed(feats)
@@ -153,14 +153,7 @@ def test_feature_perturbation_reaches_the_modality_blocks_and_the_id_graph(ds, f
     torch.manual_seed(0)
     model = GRCN(ds, GRCNConfig(**SMALL))
     assert model.feature_route == "direct" and not model.item_local
-    x = {m: t.clone().requires_grad_(True) for m, t in feats.items()}
-    users, items = pairs(ds)
-    model.score(x, users, items).sum().backward()
-    assert all(x[m].grad.abs().sum() > 0 for m in x)
-    perturbed = {**feats, "image": feats["image"] + 0.5 * torch.randn_like(feats["image"])}
-    with torch.no_grad():
-        clean = model.embed(feats).modality_scores(users, items)
-        moved = model.embed(perturbed).modality_scores(users, items)
+    clean, moved = image_perturbation_effect(model, ds, feats)
     assert not torch.allclose(clean["image"], moved["image"])
     torch.testing.assert_close(clean["text"], moved["text"])      # the text blocks do not read image
     assert not torch.allclose(clean["rest"], moved["rest"])       # refined ID-graph weights do

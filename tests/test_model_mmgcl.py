@@ -9,7 +9,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from conftest import pairs
+from conftest import assert_xavier_bounded, pairs, params_without_gradient
 from mmrobust.models.base import Batch
 from mmrobust.models.mmgcl import MMGCL, MMGCLConfig
 
@@ -64,12 +64,8 @@ def test_loss_is_finite_and_every_parameter_gets_a_gradient(ds, feats):
     loss = model.loss(batch, feats)
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing
-    for name, p in model.named_parameters():
-        if p.dim() == 2:
-            bound = (6 / (p.shape[0] + p.shape[1])) ** 0.5
-            assert p.abs().max() <= bound + 1e-6, name
+    assert not params_without_gradient(model)
+    assert_xavier_bounded(model)
 
 
 def test_ssl_weight_zero_is_bpr_plus_reg(ds, feats):

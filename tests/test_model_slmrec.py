@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import pairs
+from conftest import image_perturbation_effect, pairs, params_without_gradient
 from mmrobust.data import make_synthetic
 from mmrobust.models import Batch
 from mmrobust.models.slmrec import SLMRec, SLMRecConfig
@@ -128,7 +128,7 @@ def test_every_task_gives_a_finite_loss_and_a_gradient_to_every_parameter(ds, fe
     loss = model.loss(Batch(users, pos, pos.flip(0)), feats)
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
-    assert not [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not params_without_gradient(model)
     assert hasattr(model, "fac_chain") == (task == "FAC")
 
 
@@ -136,14 +136,7 @@ def test_feature_perturbation_reaches_its_own_part_and_the_cross_terms(ds, feats
     torch.manual_seed(0)
     model = SLMRec(ds, SLMRecConfig(**SMALL))
     assert model.feature_route == "direct" and not model.item_local
-    x = {m: t.clone().requires_grad_(True) for m, t in feats.items()}
-    users, items = pairs(ds)
-    model.score(x, users, items).sum().backward()
-    assert all(x[m].grad.abs().sum() > 0 for m in x)
-    perturbed = {**feats, "image": feats["image"] + 0.5 * torch.randn_like(feats["image"])}
-    with torch.no_grad():
-        clean = model.embed(feats).modality_scores(users, items)
-        moved = model.embed(perturbed).modality_scores(users, items)
+    clean, moved = image_perturbation_effect(model, ds, feats)
     assert not torch.allclose(clean["image"], moved["image"])
     torch.testing.assert_close(clean["text"], moved["text"])
     assert not torch.allclose(clean["rest"], moved["rest"])
