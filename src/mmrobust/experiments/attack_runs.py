@@ -52,14 +52,14 @@ def _coords(run: Run) -> dict[str, object]:
     return run_coordinates(run.config, run.dataset.name, run.path)
 
 
-def untargeted_run(run_dir: str | Path, attacks: Sequence[str] = UNTARGETED_ATTACKS,
+def untargeted_run(run_dir: str | Path | Run, attacks: Sequence[str] = UNTARGETED_ATTACKS,
                    budgets: Sequence[float] = (0.025, 0.05, 0.075, 0.1),
                    modality_sets: Sequence[Sequence[str]] | None = None, norm: str = "l2", point: str = "raw",
                    pgd_steps: int = 10, pgd_restarts: int = 1, seed: int = 0, device: str = "auto",
                    relative: bool = True, name: str = "untargeted") -> pd.DataFrame:
     """Clean vs attacked test metrics for every attack × budget × modality set of a trained run;
-    written as ``attacks/<name>.csv`` and its plot."""
-    run = load_run(run_dir, device)
+    written as ``attacks/<name>.csv`` and its plot.  ``run_dir`` may be an already loaded run."""
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir, device)
     sweep = untargeted_sweep(run.model, run.dataset, attacks, budgets, modality_sets, norm=norm, relative=relative,
                              point=point, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, seed=seed,
                              ks=run.config.train.ks)
@@ -83,10 +83,10 @@ def adaptive_run(run_dir: str | Path, budgets: Sequence[float] = (0.05,), steps:
     """The gradient-masking check of a (defended) run: FGSM vs PGD with ``steps`` × ``restarts``;
     the attacked metrics and a ``masking_flag`` row (1 = PGD drop > factor × FGSM drop) per
     budget and metric@K go into the run's results, the check into ``attacks/adaptive_check.csv``."""
-    sweep = untargeted_run(run_dir, ("fgsm", "pgd"), budgets, pgd_steps=steps, pgd_restarts=restarts, seed=seed,
-                           device=device, name="adaptive")
+    run = load_run(run_dir, device)
+    sweep = untargeted_run(run, ("fgsm", "pgd"), budgets, pgd_steps=steps, pgd_restarts=restarts, seed=seed,
+                           name="adaptive")
     check = masking_check(sweep, factor)
-    run = load_run(run_dir, "cpu")
     _write_csv(check, run.path / "attacks" / "adaptive_check.csv")
     params = json.dumps({"steps": steps, "restarts": restarts, "factor": factor, "seed": seed})
     rows = [{**_coords(run), "attack": "adaptive-check", "attack_params": params, "budget": r.budget, "norm": "l2",
