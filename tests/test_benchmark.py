@@ -132,7 +132,13 @@ def test_grid_trains_clean_once_and_shares_cells():
     clean = dict(members["Multimodal", 0].evals)
     shared = [cid for cid, spec in members["Multimodal", 0].evals if spec == "grid"]
     assert shared and all(cid in clean for cid in shared)  # FGSM cells of 'grid' are the 'untargeted' ones
-    assert [c.level for c in grid.ordered()] == sorted(c.level for c in grid.ordered())
+    order = [c.id for c in grid.ordered()]
+    assert sorted(order) == sorted(grid.cells)
+    assert all(order.index(need) < order.index(cid) for cid in order for need in grid.cells[cid].needs)
+    kinds_in_order = [grid.cells[c].kind for c in order]
+    assert kinds_in_order[:2] == ["train", "train"]  # every training cell first
+    # then row by row: the clean row's measurements before any defense is fine-tuned
+    assert max(order.index(cid) for cid, _ in members["Multimodal", 1].evals) < kinds_in_order.index("finetune")
     again = expand_grid(load_benchmark("default", None, ["seeds=[0, 1]"]), {"ml100k-meta": shape})
     assert list(again.cells) == list(grid.cells)  # stable ids
 

@@ -328,6 +328,8 @@ def benchmark_cmd(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local Ray instance)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. seeds=[0], finetune.epochs=5, "
                                                                   "attacks.untargeted.budgets=[0.05]")] = None,
+    models: Annotated[str | None, typer.Option(help="run only these of the config's models, e.g. vbpr,mmgcn "
+                                                    "(their settings kept)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda (overrides the config)")] = None,
     cpus_per_cell: Annotated[float | None, typer.Option(help="CPUs each cell declares to Ray")] = None,
     gpus_per_cell: Annotated[float | None, typer.Option(help="GPUs each cell declares to Ray")] = None,
@@ -343,7 +345,7 @@ def benchmark_cmd(
 
     extra = list(set_ or []) + [f"{k}={v}" for k, v in (("device", device), ("resources.num_cpus", cpus_per_cell),
                                                         ("resources.num_gpus", gpus_per_cell)) if v is not None]
-    bench = _guard(load_benchmark, config, preset, extra)
+    bench = _guard(load_benchmark, config, preset, extra, models.split(",") if models else None)
     for name in bench.datasets:
         _guard(resolve_dataset, name)
     target = out or Path("results") / (bench.name + (f"-{bench.preset}" if bench.preset else ""))

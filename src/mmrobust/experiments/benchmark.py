@@ -406,9 +406,20 @@ def set_override(data: dict[str, Any], item: str) -> dict[str, Any]:
     return data
 
 
+def select_models(data: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Keep only the config's model entries named in ``names`` (with their settings)."""
+    entries = [{"name": e} if isinstance(e, str) else e for e in data.get("models") or []]
+    known = [str(e.get("name")) for e in entries]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"models {unknown} are not in the config; allowed: {', '.join(known)}")
+    return {**data, "models": [e for e in entries if e.get("name") in names]}
+
+
 def parse_benchmark(data: dict[str, Any], source: str = "benchmark config", preset: str | None = None,
-                    overrides: list[str] | None = None) -> BenchmarkConfig:
-    """Validate a benchmark mapping (after its preset and overrides) into a :class:`BenchmarkConfig`."""
+                    overrides: list[str] | None = None, models: list[str] | None = None) -> BenchmarkConfig:
+    """Validate a benchmark mapping (after its preset, overrides and model selection) into a
+    :class:`BenchmarkConfig`."""
     data = dict(data)
     presets = data.pop("presets", None) or {}
     if preset is not None:
@@ -418,6 +429,8 @@ def parse_benchmark(data: dict[str, Any], source: str = "benchmark config", pres
         data["preset"] = preset
     for item in overrides or []:
         data = set_override(data, item)
+    if models:
+        data = select_models(data, models)
     try:
         return BenchmarkConfig(**data)
     except ValidationError as exc:
@@ -427,7 +440,7 @@ def parse_benchmark(data: dict[str, Any], source: str = "benchmark config", pres
 
 
 def load_benchmark(config: str | Path | None = None, preset: str | None = None,
-                   overrides: list[str] | None = None) -> BenchmarkConfig:
+                   overrides: list[str] | None = None, models: list[str] | None = None) -> BenchmarkConfig:
     """Read a benchmark YAML (or a packaged config by name; None → ``default``)."""
     path = resolve_config_path(config)
     try:
@@ -436,7 +449,7 @@ def load_benchmark(config: str | Path | None = None, preset: str | None = None,
         raise ConfigError(f"{path} is not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
-    return parse_benchmark(data, str(path), preset, overrides)
+    return parse_benchmark(data, str(path), preset, overrides, models)
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
@@ -514,8 +527,16 @@ class Grid:
     skipped: list[str] = field(default_factory=list)
 
     def ordered(self) -> list[Cell]:
-        """Cells with every dependency before its dependents (train, fine-tune, eval)."""
-        return sorted(self.cells.values(), key=lambda c: c.level)
+        """Cells with every dependency before its dependents: every training cell first, then
+        table row by table row (the config's variant order) its fine-tunes and measurements,
+        so that an interrupted long benchmark has finished whole rows rather than many runs
+        and no numbers.  A cell shared by several rows goes with the first."""
+        groups = list(dict.fromkeys(m.group for m in self.members))
+        row: dict[str, int] = {}
+        for member in self.members:
+            for cid in (member.run, *(cid for cid, _ in member.evals)):
+                row[cid] = min(row.get(cid, len(groups)), groups.index(member.group))
+        return sorted(self.cells.values(), key=lambda c: (c.level > 0, row.get(c.id, len(groups)), c.level))
 
     def add(self, cell: Cell) -> str:
         self.cells.setdefault(cell.id, cell)

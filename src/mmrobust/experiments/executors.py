@@ -8,10 +8,10 @@ resumes; an interrupted training cell also resumes from its run's checkpoint.
 * :class:`InProcessExecutor` (default) runs the cells one after another in this process,
   datasets loaded once and shared.
 * :class:`RayExecutor` runs every cell as a Ray task declaring its CPU/GPU needs; each
-  dataset is put in the object store once (``ray.put``) and passed by reference; a cell
-  waits for the cells it needs (their object refs are its arguments).  Run directories are
-  written by the tasks, so ``--out`` must be on storage every node sees; markers and the
-  store are written by the driver.
+  dataset is put in the object store once (``ray.put``) and passed by reference.  Run
+  directories are written by the tasks, so ``--out`` must be on storage every node sees;
+  markers and the store are written by the driver, which submits a cell once the cells it
+  needs are done.
 """
 
 from __future__ import annotations
@@ -282,15 +282,19 @@ def _failure(out: Path, cell: Cell, exc: BaseException) -> str:
     return message
 
 
-def _ray_cell(cell: Cell, dataset: Dataset, out: str, threads: int, *needs: Any) -> dict[str, Any]:
-    """The Ray task: ``needs`` are the results of the cells this one depends on (Ray passes
-    them only once those tasks have finished)."""
+def _ray_cell(cell: Cell, dataset: Dataset, out: str, threads: int) -> dict[str, Any]:
+    """The Ray task (submitted only once the cells it needs are done)."""
     return execute_cell(cell, dataset, out, threads)
 
 
 class RayExecutor:
     """Runs every cell as a Ray task (``num_cpus``/``num_gpus`` declared per task); datasets go
-    to the object store once.  ``address`` None starts (or joins) a local Ray instance."""
+    to the object store once.  ``address`` None starts (or joins) a local Ray instance.
+
+    The driver submits a cell only when the cells it needs are done, the earliest ready cell
+    of the grid's order first, and keeps about as many tasks in flight as the cluster can
+    run at once: Ray's own queue would otherwise run every fine-tune before any measurement
+    of a finished one, and an interrupted run would hold runs but few numbers."""
 
     name = "ray"
 
@@ -308,6 +312,12 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **self.init_kwargs)
         return ray
 
+    def _slots(self, ray) -> int:
+        """Cells the cluster can run at once with the declared resources (at least one)."""
+        total = ray.cluster_resources()
+        fits = [total.get("CPU", 1.0) / self.num_cpus] + ([total.get("GPU", 0.0) / self.num_gpus] if self.num_gpus else [])
+        return max(1, int(min(fits)))
+
     def run(self, cells: list[Cell], datasets: Mapping[str, Dataset], out: Path, on_done: OnDone,
             max_cells: int | None = None, progress: bool = True) -> Outcome:
         ray = self._ray()
@@ -317,20 +327,29 @@ class RayExecutor:
             cells = cells[:max_cells]
         task = ray.remote(_ray_cell).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0)
         shipped = {key: ray.put(datasets[key]) for key in sorted({c.dataset for c in cells})}
-        refs: dict[str, Any] = {}
-        for cell in cells:  # dependencies come first in ``cells``
-            needs = [refs[d] for d in cell.needs if d in refs]
-            refs[cell.id] = task.remote(cell, shipped[cell.dataset], str(out), max(1, int(self.num_cpus)), *needs)
-        by_ref = {ref: cells_by_id for cells_by_id, ref in refs.items()}
-        index = {c.id: c for c in cells}
-        pending = list(refs.values())
-        bar = tqdm(total=len(pending), desc="benchmark cells (ray)", unit="cell", disable=None if progress else True)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            cell = index[by_ref[done[0]]]
+        waiting, running, slots = list(cells), {}, self._slots(ray)
+        bar = tqdm(total=len(cells), desc="benchmark cells (ray)", unit="cell", disable=None if progress else True)
+        while waiting or running:
+            for cell in list(waiting):  # in the grid's order: dependencies first
+                if len(running) >= slots:
+                    break
+                if any(d in outcome.failed for d in cell.needs):
+                    waiting.remove(cell)
+                    outcome.failed[cell.id] = _failure(out, cell, RuntimeError("skipped: a cell it needs failed"))
+                    bar.update(1)
+                elif all(is_done(out, d) for d in cell.needs):
+                    waiting.remove(cell)
+                    ref = task.remote(cell, shipped[cell.dataset], str(out), max(1, int(self.num_cpus)))
+                    running[ref] = cell
+            if not running:  # nothing runs and nothing is ready: what waits can never start
+                for cell in waiting:
+                    outcome.failed[cell.id] = _failure(out, cell, RuntimeError("skipped: a cell it needs never ran"))
+                break
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            cell = running.pop(ref)
             try:
-                result = ray.get(done[0])
-            except Exception as exc:  # a failed task (or a failed dependency) is recorded, the rest go on
+                result = ray.get(ref)
+            except Exception as exc:  # a failed task is recorded, the rest go on
                 outcome.failed[cell.id] = _failure(out, cell, exc)
             else:
                 on_done(cell, result)
