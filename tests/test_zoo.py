@@ -8,6 +8,7 @@ import torch
 
 from mmrobust.attacks import FGSM
 from mmrobust.data import make_synthetic
+from mmrobust.defenses import make_defense
 from mmrobust.evaluation import evaluate
 from mmrobust.evaluation.modality import modality_analysis
 from mmrobust.evaluation.robustness import evaluate_perturbed
@@ -96,3 +97,30 @@ def test_fgsm_lowers_the_fused_margin_of_every_direct_model(trained, name):
     assert all(float(d.abs().sum()) > 0 for d in pert.deltas.values())
     margins = modality_analysis(model, DS, pert).margins.set_index("part")
     assert float(margins.loc["fused", "drop"]) > 0
+
+
+def _read_only(ds):
+    """The dataset as a Ray worker sees it: every array a read-only view of shared memory."""
+    def frozen(a):
+        view = a.view()
+        view.flags.writeable = False
+        return view
+
+    def matrix(m):
+        return type(m)((frozen(m.data), frozen(m.indices), frozen(m.indptr)), shape=m.shape)
+
+    return type(ds)(ds.name, ds.n_users, ds.n_items, matrix(ds.train), matrix(ds.valid), matrix(ds.test),
+                    {m: frozen(x) for m, x in ds.features.items()})
+
+
+@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_models_never_write_into_the_dataset(name):
+    ds = _read_only(DS)
+    model, _ = _fit(name, ds, 1)
+    assert 0 <= evaluate(model, ds, "test", ks=(20,))["recall@20"] <= 1
+    if MODELS[name].route_of(model.config) in ("direct", "graph"):
+        assert evaluate_perturbed(model, ds, FGSM(0.05).perturb(model, ds), ks=(20,))["recall@20"] >= 0
+    if MODELS[name].feature_route == "direct":
+        plugins = [make_defense("modality-balancing", lam=1.0), make_defense("uat-mc")]
+        fit(model, ds, TrainConfig(epochs=1, batch_size=256, progress=False, device="cpu"), plugins, evaluate_test=False)

@@ -121,7 +121,7 @@ class _BipartiteMean(nn.Module):
 
     def __init__(self, train: sp.spmatrix):
         super().__init__()
-        r = sp.csr_matrix(train, dtype=np.float32)
+        r = sp.csr_matrix(train, dtype=np.float32, copy=True)  # never write into the dataset's arrays
         r.data[:] = 1.0
         user_block, item_block = row_normalize(r), row_normalize(r.T)      # D_u⁻¹ R, D_i⁻¹ Rᵀ
         for name, matrix in (("ui", user_block), ("ui_t", user_block.T), ("iu", item_block), ("iu_t", item_block.T)):
