@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -406,10 +407,16 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, executor: InProcessE
     tracker = MlflowTracker.maybe(config.name)
     executor = executor or InProcessExecutor()
 
+    log_lines, finished = progress and not sys.stderr.isatty(), [0]  # a log line per cell where no bar shows
+
     def on_done(cell: Cell, result: dict[str, Any]) -> None:
         write_marker(out, cell, result)
         if tracker is not None:
             tracker.log(cell, result)
+        finished[0] += 1
+        if log_lines:
+            print(f"[{finished[0]}/{len(todo)}] {cell.title}: {result.get('seconds', 0.0):.0f} s", file=sys.stderr,
+                  flush=True)
 
     outcome = executor.run(todo, datasets, out, on_done, max_cells, progress)
     seconds = time.perf_counter() - tick

@@ -182,6 +182,9 @@ def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric
                             color=colors[variant], alpha=0.15)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if frame.epoch.nunique() == 1:  # one epoch: an integer axis around it, not 0.945…1.05
+            ax.set_xlim(frame.epoch.iloc[0] + 0.5, frame.epoch.iloc[0] + 1.5)
+            ax.set_xticks([frame.epoch.iloc[0] + 1])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="run (mean ± std over seeds)", loc="upper left", bbox_to_anchor=(0.0, -0.18),
