@@ -112,6 +112,9 @@ def test_preset_merge_and_overrides():
     assert config.finetune.lr == 0.001
     with pytest.raises(ConfigError, match="no entry named 'nope'; allowed: promotion, grid"):
         load_benchmark("band-together", None, ["attacks.nope.budgets=[0.1]"])
+    picked = load_benchmark("modality-balancing", "full", ["datasets=[tiktok]"], ["mmgcn", "vbpr"])
+    assert [m.name for m in picked.models] == ["vbpr", "mmgcn"]  # the config's order and settings
+    assert picked.models[0].settings("tiktok")[0] == {"reg_weight": 0.1} and picked.seeds == [0, 1, 2]
 
 
 # ---------------------------------------------------------------------- grid
@@ -215,6 +218,13 @@ def test_max_cells_stops_and_resumes(synth_folder, tmp_path):
     config = tiny(synth_folder, seeds=(0,))
     first = run_benchmark(config, tmp_path / "b", max_cells=4, progress=False)
     assert first.outcome.stopped and len(first.outcome.computed) == 4 and not first.complete
+    plan = executors.plan_benchmark(config, tmp_path / "b")
+    assert plan.cells.sum() == len(first.grid.cells) and plan.done.sum() == 4
+    assert (plan.todo == plan.cells - plan.done).all()
+    timed = plan[plan.done > 0]
+    assert (timed.s_per_cell > 0).all() and (timed.s_to_go == timed.todo * timed.s_per_cell).all()
+    assert plan[plan.done == 0].s_per_cell.isna().all()
+    assert set(plan.row) == {"Multimodal", "Adv training", "Modality balancing", "Adv training ε sweep"}
     assert "incomplete" in (tmp_path / "b" / "report.md").read_text()
     second = run_benchmark(config, tmp_path / "b", progress=False)
     assert second.complete and len(second.outcome.computed) == len(second.grid.cells) - 4
@@ -340,6 +350,9 @@ def test_cli_benchmark_report_and_query(synth_folder, tmp_path):
     assert query.exit_code == 0 and "Modality balancing" in query.output and "mean" in query.output
     one = runner.invoke(app, ["report", str(out), "--table", "budget-grid"])
     assert "defense r=10 %" in one.output
+    plan = runner.invoke(app, [*args, "--plan"], catch_exceptions=False)
+    cells = len(list((out / "cells").glob("*.json")))
+    assert plan.exit_code == 0 and f"{cells} of {cells} cells done; 0 to do" in " ".join(plan.output.split())
 
 
 @pytest.mark.parametrize("args,message", [
@@ -348,6 +361,8 @@ def test_cli_benchmark_report_and_query(synth_folder, tmp_path):
     (["benchmark", "--set", "datasets=[no-such-data]"], "unknown dataset 'no-such-data'"),
     (["benchmark", "--backend", "spark"], "unknown backend 'spark'; allowed: local, ray"),
     (["report", "/nonexistent/results"], "holds no results.parquet"),
+    (["benchmark", "modality-balancing", "--models", "vbpr,lightgcn", "--plan"],
+     "models ['lightgcn'] are not in the config; allowed: vbpr, mmgcn, grcn, slmrec, mmgcl"),
 ])
 def test_cli_errors_are_one_line(args, message):
     result = runner.invoke(app, args)

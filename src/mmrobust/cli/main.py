@@ -335,6 +335,8 @@ def benchmark_cmd(
     gpus_per_cell: Annotated[float | None, typer.Option(help="GPUs each cell declares to Ray")] = None,
     max_cells: Annotated[int | None, typer.Option(help="stop after computing this many cells (re-run to resume)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar over cells")] = True,
+    plan: Annotated[bool, typer.Option("--plan", help="only show the cells done and to do per model and table row, "
+                                                      "with the seconds measured so far; run nothing")] = False,
 ) -> None:
     """Run a benchmark grid (datasets × models × defenses × attacks × budgets × seeds); print its tables.
 
@@ -349,6 +351,9 @@ def benchmark_cmd(
     for name in bench.datasets:
         _guard(resolve_dataset, name)
     target = out or Path("results") / (bench.name + (f"-{bench.preset}" if bench.preset else ""))
+    if plan:
+        _show_plan(bench, target)
+        return
     executor = _guard(make_executor, backend, address, bench.resources.num_cpus, bench.resources.num_gpus)
     console.print(f"benchmark [bold]{bench.name}[/]{f' (preset {bench.preset})' if bench.preset else ''} → {target} "
                   f"on the {backend} backend", soft_wrap=True)
@@ -366,6 +371,18 @@ def benchmark_cmd(
         for cid, message in outcome.failed.items():
             err_console.print(f"failed: {result.grid.cells[cid].title}: {message}", highlight=False)
         raise typer.Exit(code=1)
+
+
+def _show_plan(bench, target: Path) -> None:
+    from mmrobust.experiments.executors import plan_benchmark
+
+    frame = _guard(plan_benchmark, bench, target)
+    shown = frame.assign(s_per_cell=frame.s_per_cell.round(1), s_to_go=frame.s_to_go.round(0))
+    console.print(_frame_table(shown, f"{bench.name}: cells in {target} (s = measured seconds per finished cell)"))
+    unknown = int(frame.todo[frame.s_per_cell.isna()].sum())
+    console.print(f"{int(frame.done.sum())} of {int(frame.cells.sum())} cells done; {int(frame.todo.sum())} to do, "
+                  f"≈ {frame.s_to_go.sum() / 3600:.1f} h for those whose group has a finished cell"
+                  + (f", {unknown} in groups with none finished yet" if unknown else ""), soft_wrap=True)
 
 
 @app.command("report")

@@ -499,6 +499,7 @@ class Cell:
     run_dir: str
     payload: dict[str, Any]
     needs: tuple[str, ...] = ()
+    model: str = ""
 
     @property
     def level(self) -> int:
@@ -526,16 +527,22 @@ class Grid:
     members: list[Member] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
+    def rows(self) -> dict[str, str]:
+        """Cell id → the table row (variant label of the config) it serves first; a clean model
+        that is only fine-tuned from is not in it."""
+        out: dict[str, str] = {}
+        for member in self.members:
+            for cid in (member.run, *(cid for cid, _ in member.evals)):
+                out.setdefault(cid, member.group)
+        return out
+
     def ordered(self) -> list[Cell]:
         """Cells with every dependency before its dependents: every training cell first, then
         table row by table row (the config's variant order) its fine-tunes and measurements,
         so that an interrupted long benchmark has finished whole rows rather than many runs
         and no numbers.  A cell shared by several rows goes with the first."""
         groups = list(dict.fromkeys(m.group for m in self.members))
-        row: dict[str, int] = {}
-        for member in self.members:
-            for cid in (member.run, *(cid for cid, _ in member.evals)):
-                row[cid] = min(row.get(cid, len(groups)), groups.index(member.group))
+        row = {cid: groups.index(group) for cid, group in self.rows().items()}
         return sorted(self.cells.values(), key=lambda c: (c.level > 0, row.get(c.id, len(groups)), c.level))
 
     def add(self, cell: Cell) -> str:
@@ -586,7 +593,7 @@ def _train_cell(grid: Grid, config: RunConfig, where: str, label: str, seed: int
     cid = cell_id({"kind": "train", **_identity(config)})
     run_dir = f"runs/{where}/{slug(label)}-s{seed}-{cid[:8]}"
     return grid.add(Cell(cid, "train", config.dataset, f"{where}/{label}/s{seed}: train", run_dir,
-                         {"config": config.model_dump(mode="json")}))
+                         {"config": config.model_dump(mode="json")}, model=config.model))
 
 
 def _variant_run(grid: Grid, bench: BenchmarkConfig, variant: VariantConfig, clean: RunConfig, clean_id: str,
@@ -611,7 +618,7 @@ def _variant_run(grid: Grid, bench: BenchmarkConfig, variant: VariantConfig, cle
     run_dir = f"runs/{where}/{slug(label)}-s{seed}-{cid[:8]}"
     return grid.add(Cell(cid, "finetune", clean.dataset, f"{where}/{label}/s{seed}: fine-tune", run_dir,
                          {"config": config.model_dump(mode="json"), "init_from": clean_id,
-                          "init_dir": grid.cells[clean_id].run_dir}, (clean_id,)))
+                          "init_dir": grid.cells[clean_id].run_dir}, (clean_id,), clean.model))
 
 
 def _eval_cells(grid: Grid, bench: BenchmarkConfig, run_id: str, labels: tuple[str, ...], seed: int, route: str,
@@ -632,6 +639,6 @@ def _eval_cells(grid: Grid, bench: BenchmarkConfig, run_id: str, labels: tuple[s
             title = f"{where}/{labels[0]}/s{seed}: {attack.name} {settings['attack']} r={settings['budget']:g}"
             if attack.kind == "promotion":
                 title += f" β={settings['beta']:g}"
-            grid.add(Cell(cid, "eval", run.dataset, title, run.run_dir, settings, (run_id,)))
+            grid.add(Cell(cid, "eval", run.dataset, title, run.run_dir, settings, (run_id,), run.model))
             out.append((cid, attack.name))
     return out

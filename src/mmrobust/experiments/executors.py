@@ -426,6 +426,29 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, executor: InProcessE
     return BenchmarkResult(out, grid, outcome, store, paths, seconds)
 
 
+def plan_benchmark(config: BenchmarkConfig, out: str | Path,
+                   datasets: Mapping[str, Dataset] | None = None) -> pd.DataFrame:
+    """What a (re-)run of the benchmark into ``out`` has left, row by row of the tables: cells
+    done and to do per (model, row, kind), the measured seconds per finished cell and, from
+    them, the seconds still to go (NaN where no cell of that group has finished yet)."""
+    out = Path(out)
+    datasets = dict(datasets) if datasets is not None else load_datasets(config.datasets)
+    grid = expand_grid(config, datasets)
+    rows = grid.rows()
+    records = []
+    for cell in grid.ordered():
+        done = is_done(out, cell.id)
+        records.append({"model": cell.model, "row": rows.get(cell.id, "(clean model fine-tuned from)"),
+                        "kind": cell.kind, "done": done,
+                        "seconds": float(read_marker(out, cell.id).get("seconds", np.nan)) if done else np.nan})
+    frame = pd.DataFrame(records)
+    plan = frame.groupby(["model", "row", "kind"], sort=False).agg(
+        cells=("done", "size"), done=("done", "sum"), s_per_cell=("seconds", "mean")).reset_index()
+    plan["todo"] = plan.cells - plan.done
+    plan["s_to_go"] = plan.todo * plan.s_per_cell.where(plan.todo > 0, 0.0)
+    return plan[["model", "row", "kind", "cells", "done", "todo", "s_per_cell", "s_to_go"]]
+
+
 def _write_status(out: Path, config: BenchmarkConfig, grid: Grid, outcome: Outcome, todo: int, seconds: float,
                   backend: str) -> None:
     done = sum(is_done(out, c) for c in grid.cells)
