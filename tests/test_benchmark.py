@@ -214,6 +214,25 @@ def test_rerun_skips_everything(synth_folder, finished, monkeypatch):
     assert calls == [] and again.complete
 
 
+def test_cells_finished_meanwhile_by_another_driver_are_skipped(synth_folder, finished, tmp_path, monkeypatch):
+    """Two drivers on one results folder (e.g. one per model): a cell the other finished after
+    this run started is not computed again."""
+    out = tmp_path / "shared"
+    order = finished.grid.ordered()
+    real_cell, calls = executors.execute_cell, []
+
+    def other_driver_finishes_the_last_cell(cell, *args, **kwargs):
+        calls.append(cell.id)
+        if len(calls) == 1:
+            last = order[-1]
+            executors.write_marker(out, last, executors.read_marker(finished.out, last.id))
+        return real_cell(cell, *args, **kwargs)
+
+    monkeypatch.setattr(executors, "execute_cell", other_driver_finishes_the_last_cell)
+    result = run_benchmark(tiny(synth_folder), out, progress=False)
+    assert result.complete and order[-1].id not in calls and len(calls) == len(order) - 1
+
+
 def test_max_cells_stops_and_resumes(synth_folder, tmp_path):
     config = tiny(synth_folder, seeds=(0,))
     first = run_benchmark(config, tmp_path / "b", max_cells=4, progress=False)

@@ -262,6 +262,8 @@ class InProcessExecutor:
                 outcome.stopped = True
                 break
             bar.set_postfix_str(cell.title[-60:])
+            if is_done(out, cell.id):  # finished meanwhile by another driver on the same folder
+                continue
             missing = [d for d in cell.needs if not is_done(out, d)]
             if missing:
                 outcome.failed[cell.id] = f"skipped: a cell it needs failed ({', '.join(missing)})"
