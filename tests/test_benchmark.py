@@ -428,4 +428,7 @@ def test_quick_presets_on_real_data(name, tmp_path):
         shown = {tuple(r) for r in table.means().iloc[:, :2].itertuples(index=False)}
         assert {("tiktok", "vbpr"), ("ml100k", "vbpr")} <= shown, table.name
     assert (tmp_path / name / "report.html").exists()
+    if name == "modality-balancing":  # Figures 3–4: a plot per dataset and sweep (λ, N), attacked from 'sweep'
+        sweeps = sorted(p.name for p in result.report["plots"] if "-sweep-" in p.name)
+        assert sweeps == [f"{d}-vbpr-sweep-{s}.png" for d in ("ml100k", "tiktok") for s in ("mb-n-sweep", "mb-sweep")]
     print(f"{name} quick preset: {len(result.grid.cells)} cells in {time.perf_counter() - tick:.0f} s")

@@ -220,7 +220,9 @@ def _sweep_plots(store: ResultsStore, block: pd.DataFrame, where: str, name: str
     if headline is None:
         return []
     plots = []
-    source = headline.source or store.first_source("untargeted")
+    # a sweep group is measured by whichever untargeted entry lists it (the packaged configs
+    # give the sweeps their own entry), not necessarily the headline table's source
+    untargeted = {a.name for a in store.config.attacks if a.kind == "untargeted"} if store.config else set()
     for group, rows in block.groupby("group", sort=False):
         settings = rows.setting.dropna().map(json.loads)
         keys = {k for s in settings for k in s}
@@ -233,8 +235,8 @@ def _sweep_plots(store: ResultsStore, block: pd.DataFrame, where: str, name: str
         rows = rows.assign(x=x)
         wanted = (rows.metric == "recall") & (rows.k == 20)
         clean = clean_rows(rows[wanted])
-        attacked = rows[wanted & (rows.spec == source) & (rows.attack == headline.attack)
-                        & near(rows.budget, headline.budget)]
+        attacked = rows[wanted & rows.spec.isin(untargeted) & (rows.attack == headline.attack)
+                        & near(rows.budget, headline.budget)].drop_duplicates(["variant", "seed", "x"])
         if clean.empty or attacked.empty:
             continue
         path = plot_sweep(clean, attacked, folder / f"{name}-sweep-{slug(group)}.png",
