@@ -4,8 +4,14 @@ optional MLflow tracking, and (real data) the quick presets of the three paper c
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import socket
+import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -231,6 +237,49 @@ def test_cells_finished_meanwhile_by_another_driver_are_skipped(synth_folder, fi
     monkeypatch.setattr(executors, "execute_cell", other_driver_finishes_the_last_cell)
     result = run_benchmark(tiny(synth_folder), out, progress=False)
     assert result.complete and order[-1].id not in calls and len(calls) == len(order) - 1
+
+
+def test_drivers_sharing_a_folder_leave_claimed_cells_to_their_holder(synth_folder, finished, tmp_path, monkeypatch):
+    """A cell another live driver has claimed is not computed here; the cells that need it wait
+    for it (not skipped), and the run ends complete with no claim left behind."""
+    out, train = tmp_path / "shared", finished.grid.ordered()[0]
+    assert train.kind == "train" and any(train.id in c.needs for c in finished.grid.cells.values())
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    (out / "cells").mkdir(parents=True)
+    (out / "cells" / f"{train.id}.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid}))
+
+    def other_driver_finishes():
+        shutil.copytree(finished.out / train.run_dir, out / train.run_dir)
+        executors.write_marker(out, train, executors.read_marker(finished.out, train.id))
+        executors.release_claim(out, train.id)
+
+    timer, real_cell, calls = threading.Timer(1.0, other_driver_finishes), executors.execute_cell, []
+    monkeypatch.setattr(executors, "execute_cell", lambda cell, *a, **k: calls.append(cell.id) or real_cell(cell, *a, **k))
+    timer.start()
+    try:
+        result = run_benchmark(tiny(synth_folder), out, executors.InProcessExecutor(poll_seconds=0.05), progress=False)
+    finally:
+        timer.join()
+        other.kill()
+    assert result.complete, result.outcome.failed
+    assert train.id not in calls and len(calls) == len(finished.grid.cells) - 1
+    assert not list((out / "cells").glob("*.claim"))
+    pd.testing.assert_frame_equal(_values(out), _values(finished.out), check_exact=True)
+
+
+def test_claims_of_dead_drivers_are_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    (cells / "a.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    assert not executors.claimed_elsewhere(tmp_path, "a") and executors.claim_cell(tmp_path, "a")
+    assert json.loads((cells / "a.claim").read_text())["pid"] == os.getpid()
+    (cells / "b.claim").write_text(json.dumps({"host": "another-machine", "pid": os.getpid()}))
+    assert executors.claimed_elsewhere(tmp_path, "b") and not executors.claim_cell(tmp_path, "b")
+    assert executors.claim_cell(tmp_path, "c") and not executors.claimed_elsewhere(tmp_path, "c")
+    executors.release_claim(tmp_path, "c")
+    assert not (cells / "c.claim").exists()
 
 
 def test_max_cells_stops_and_resumes(synth_folder, tmp_path):

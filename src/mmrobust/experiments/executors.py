@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -249,34 +250,117 @@ class Outcome:
 
 
 class InProcessExecutor:
-    """Runs cells one after another in this process (dependencies first)."""
+    """Runs cells one after another in this process (dependencies first).
+
+    Several drivers may share one results folder (one per model, or one per machine on shared
+    storage): a driver claims a cell before computing it (``cells/<id>.claim``, created
+    exclusively), leaves cells claimed by another live driver to it, and at the end waits for
+    them, so that every driver finishes with the whole grid's store and report."""
 
     name = "local"
 
+    def __init__(self, poll_seconds: float = 10.0):
+        self.poll_seconds = poll_seconds
+
     def run(self, cells: list[Cell], datasets: Mapping[str, Dataset], out: Path, on_done: OnDone,
             max_cells: int | None = None, progress: bool = True) -> Outcome:
-        outcome = Outcome()
-        bar = tqdm(cells, desc="benchmark cells", unit="cell", disable=None if progress else True, dynamic_ncols=True)
-        for cell in bar:
+        outcome, waiting = Outcome(), list(cells)
+        bar = tqdm(total=len(cells), desc="benchmark cells", unit="cell", disable=None if progress else True,
+                   dynamic_ncols=True)
+        while waiting:
             if max_cells is not None and len(outcome.computed) >= max_cells:
                 outcome.stopped = True
                 break
+            cell = self._next(waiting, out, outcome, bar)
+            if cell is None:
+                if waiting:  # what is left waits on cells other drivers are computing
+                    time.sleep(self.poll_seconds)
+                continue
             bar.set_postfix_str(cell.title[-60:])
-            if is_done(out, cell.id):  # finished meanwhile by another driver on the same folder
-                continue
-            missing = [d for d in cell.needs if not is_done(out, d)]
-            if missing:
-                outcome.failed[cell.id] = f"skipped: a cell it needs failed ({', '.join(missing)})"
-                continue
             try:
                 result = execute_cell(cell, datasets[cell.dataset], out)
             except Exception as exc:  # one failing cell must not stop the other cells
                 outcome.failed[cell.id] = _failure(out, cell, exc)
-                continue
-            on_done(cell, result)
-            outcome.computed.append(cell.id)
+            else:
+                on_done(cell, result)
+                outcome.computed.append(cell.id)
+            finally:
+                release_claim(out, cell.id)
+            bar.update(1)
         bar.close()
         return outcome
+
+    @staticmethod
+    def _next(waiting: list[Cell], out: Path, outcome: Outcome, bar: Any) -> Cell | None:
+        """The first cell of ``waiting`` this driver can claim (removed from it), settling on the
+        way the cells finished or failed elsewhere; None when the rest waits on other drivers."""
+        mine = {c.id for c in waiting}
+        for cell in list(waiting):
+            if is_done(out, cell.id):  # finished meanwhile by another driver on the same folder
+                waiting.remove(cell)
+                bar.update(1)
+                continue
+            blocked = [d for d in cell.needs if not is_done(out, d)]
+            if any(d in outcome.failed or (d not in mine and not claimed_elsewhere(out, d)) for d in blocked):
+                waiting.remove(cell)
+                outcome.failed[cell.id] = f"skipped: a cell it needs failed ({', '.join(blocked)})"
+                bar.update(1)
+            elif not blocked and claim_cell(out, cell.id):
+                waiting.remove(cell)
+                return cell
+        return None
+
+
+def _claim_path(out: Path, cid: str) -> Path:
+    return out / "cells" / f"{cid}.claim"
+
+
+def claim_cell(out: Path, cid: str) -> bool:
+    """Claim a cell for this process (True), unless another live driver holds it.  A claim left
+    by a dead process on this host is stale and taken over."""
+    path = _claim_path(out, cid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if claimed_elsewhere(out, cid):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, handle)
+        return True
+    return False
+
+
+def claimed_elsewhere(out: Path, cid: str) -> bool:
+    """Whether another driver holds the cell's claim: a live process on this host, or any
+    process on another host (which this host cannot check)."""
+    try:
+        holder = json.loads(_claim_path(out, cid).read_text(encoding="utf-8") or "{}")
+    except FileNotFoundError:
+        return False
+    except json.JSONDecodeError:  # being written right now
+        return True
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = int(holder.get("pid", -1))
+    return pid != os.getpid() and _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def release_claim(out: Path, cid: str) -> None:
+    _claim_path(out, cid).unlink(missing_ok=True)
 
 
 def _failure(out: Path, cell: Cell, exc: BaseException) -> str:
