@@ -252,6 +252,7 @@ def test_drivers_sharing_a_folder_leave_claimed_cells_to_their_holder(synth_fold
         shutil.copytree(finished.out / train.run_dir, out / train.run_dir)
         executors.write_marker(out, train, executors.read_marker(finished.out, train.id))
         executors.release_claim(out, train.id)
+        (out / "benchmark.yaml").write_text("name: the-other-drivers-config\n")
 
     timer, real_cell, calls = threading.Timer(1.0, other_driver_finishes), executors.execute_cell, []
     monkeypatch.setattr(executors, "execute_cell", lambda cell, *a, **k: calls.append(cell.id) or real_cell(cell, *a, **k))
@@ -264,6 +265,7 @@ def test_drivers_sharing_a_folder_leave_claimed_cells_to_their_holder(synth_fold
     assert result.complete, result.outcome.failed
     assert train.id not in calls and len(calls) == len(finished.grid.cells) - 1
     assert not list((out / "cells").glob("*.claim"))
+    assert ResultsStore.load(out).config.name == "default"  # the report reads the config of its own store
     pd.testing.assert_frame_equal(_values(out), _values(finished.out), check_exact=True)
 
 

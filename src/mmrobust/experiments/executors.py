@@ -506,6 +506,9 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, executor: InProcessE
 
     outcome = executor.run(todo, datasets, out, on_done, max_cells, progress)
     seconds = time.perf_counter() - tick
+    # again: another driver on this folder may have written its own config meanwhile, and the
+    # report reads this one with the store built from this grid
+    atomic_write_text(out / "benchmark.yaml", config.to_yaml())
     _write_status(out, config, grid, outcome, len(todo), seconds, executor.name)
     store = build_store(grid, out, config)
     paths = write_report(out) if report else {}
