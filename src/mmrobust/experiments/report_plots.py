@@ -161,6 +161,26 @@ def plot_sweep(clean: pd.DataFrame, attacked: pd.DataFrame, path: Path, title: s
     return _save(fig, path)
 
 
+def _line_styles(frame: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
+    """Variant → (colour, line style): single variants solid in distinct colours; the variants
+    of one sweep share a dashed or dotted style and go light to dark in sweep order."""
+    groups = frame.groupby("group", sort=False).variant.unique() if "group" in frame else \
+        pd.Series({v: [v] for v in dict.fromkeys(frame.variant)})
+    tab10 = plt.get_cmap("tab10")
+    hues = [tab10(i) for i in (0, 1, 2, 3, 5, 8, 9)]  # not purple, pink, grey: the sweeps' shades
+    styles, singles, sweeps = {}, 0, 0
+    for variants in groups:
+        if len(variants) == 1:
+            styles[variants[0]] = (hues[singles % len(hues)], "-")
+            singles += 1
+            continue
+        cmap = plt.get_cmap(("Purples", "Greys", "RdPu")[sweeps % 3])
+        for variant, shade in zip(variants, np.linspace(0.45, 0.95, len(variants)), strict=True):
+            styles[variant] = (cmap(shade), ("--", ":", "-.")[sweeps % 3])
+        sweeps += 1
+    return styles
+
+
 def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric: str = "valid_recall@20") -> Path:
     """Left: validation metric per epoch of the runs trained from scratch; right: training loss
     per epoch of the fine-tuned defenses (mean over seeds)."""
@@ -173,13 +193,14 @@ def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric
     for ax, (kind, frame) in zip(axes[0], panels, strict=True):
         y, label = (metric, "validation " + metric.removeprefix("valid_").replace("recall", "Recall")) \
             if kind == "scratch" else ("loss", "training loss per batch (model loss + defense terms)")
-        colors = _colors(list(dict.fromkeys(frame.variant)))
+        styles = _line_styles(frame)
         for variant, g in frame.groupby("variant", sort=False):
             curve = g.groupby("epoch")[y].agg(["mean", "std"]).fillna(0.0).reset_index()
-            ax.plot(curve["epoch"] + 1, curve["mean"], marker="." if len(curve) < 30 else None, color=colors[variant],
-                    label=f"{variant} ({g.seed.nunique()} seeds)")
+            color, style = styles[variant]
+            ax.plot(curve["epoch"] + 1, curve["mean"], marker="." if len(curve) < 30 else None, color=color,
+                    linestyle=style, label=f"{variant} ({g.seed.nunique()} seeds)")
             ax.fill_between(curve["epoch"] + 1, curve["mean"] - curve["std"], curve["mean"] + curve["std"],
-                            color=colors[variant], alpha=0.15)
+                            color=color, alpha=0.15)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if frame.epoch.nunique() == 1:  # one epoch: an integer axis around it, not 0.945…1.05
