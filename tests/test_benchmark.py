@@ -483,3 +483,12 @@ def test_quick_presets_on_real_data(name, tmp_path):
         sweeps = sorted(p.name for p in result.report["plots"] if "-sweep-" in p.name)
         assert sweeps == [f"{d}-vbpr-sweep-{s}.png" for d in ("ml100k", "tiktok") for s in ("mb-n-sweep", "mb-sweep")]
     print(f"{name} quick preset: {len(result.grid.cells)} cells in {time.perf_counter() - tick:.0f} s")
+
+
+def test_training_curves_draw_a_shared_run_once():
+    from mmrobust.experiments.report_plots import _one_curve_per_run
+
+    histories = pd.DataFrame({"cell": ["a", "a", "b"], "variant": ["MB", "MB λ sweep (lam=1)", "AMR"], "epoch": [0] * 3,
+                              "loss": [1.0, 1.0, 2.0]})
+    kept, shared = _one_curve_per_run(histories)
+    assert list(kept.variant) == ["MB", "AMR"] and shared == {"MB": ["MB λ sweep (lam=1)"]}

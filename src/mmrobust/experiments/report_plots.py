@@ -181,9 +181,26 @@ def _line_styles(frame: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
     return styles
 
 
+def _one_curve_per_run(histories: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """A run shared by several rows (e.g. modality balancing and the sweep point with the same
+    settings) is drawn once, under its first label; the others are named in the legend."""
+    if "cell" not in histories or histories.empty:
+        return histories, {}
+    labels = histories.groupby("cell", sort=False).variant.unique()
+    shared: dict[str, list[str]] = {}
+    for variants in labels:
+        for other in variants[1:]:
+            shared.setdefault(variants[0], [])
+            if other not in shared[variants[0]]:
+                shared[variants[0]].append(other)
+    first = histories.cell.map(labels.str[0])
+    return histories[histories.variant == first], shared
+
+
 def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric: str = "valid_recall@20") -> Path:
     """Left: validation metric per epoch of the runs trained from scratch; right: training loss
     per epoch of the fine-tuned defenses (mean over seeds)."""
+    histories, shared = _one_curve_per_run(histories)
     scratch = histories[(histories.kind == "train") & histories[metric].notna()] if metric in histories else histories[:0]
     tuned = histories[histories.kind == "finetune"]
     panels = [p for p in (("scratch", scratch), ("finetune", tuned)) if len(p[1])]
@@ -198,7 +215,8 @@ def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric
             curve = g.groupby("epoch")[y].agg(["mean", "std"]).fillna(0.0).reset_index()
             color, style = styles[variant]
             ax.plot(curve["epoch"] + 1, curve["mean"], marker="." if len(curve) < 30 else None, color=color,
-                    linestyle=style, label=f"{variant} ({g.seed.nunique()} seeds)")
+                    linestyle=style, label=f"{variant} ({g.seed.nunique()} seeds)"
+                    + "".join(f"\n   = {other}" for other in shared.get(variant, [])))
             ax.fill_between(curve["epoch"] + 1, curve["mean"] - curve["std"], curve["mean"] + curve["std"],
                             color=color, alpha=0.15)
         ax.set_xlabel("epoch")
