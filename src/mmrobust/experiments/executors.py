@@ -350,13 +350,15 @@ def claimed_elsewhere(out: Path, cid: str) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill would address a process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return pid > 0
+    return True
 
 
 def release_claim(out: Path, cid: str) -> None:

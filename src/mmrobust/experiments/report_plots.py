@@ -164,8 +164,7 @@ def plot_sweep(clean: pd.DataFrame, attacked: pd.DataFrame, path: Path, title: s
 def _line_styles(frame: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
     """Variant → (colour, line style): single variants solid in distinct colours; the variants
     of one sweep share a dashed or dotted style and go light to dark in sweep order."""
-    groups = frame.groupby("group", sort=False).variant.unique() if "group" in frame else \
-        pd.Series({v: [v] for v in dict.fromkeys(frame.variant)})
+    groups = frame.groupby("group", sort=False).variant.unique()
     tab10 = plt.get_cmap("tab10")
     hues = [tab10(i) for i in (0, 1, 2, 3, 5, 8, 9)]  # not purple, pink, grey: the sweeps' shades
     styles, singles, sweeps = {}, 0, 0
@@ -184,17 +183,14 @@ def _line_styles(frame: pd.DataFrame) -> dict[str, tuple[tuple, str]]:
 def _one_curve_per_run(histories: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """A run shared by several rows (e.g. modality balancing and the sweep point with the same
     settings) is drawn once, under its first label; the others are named in the legend."""
-    if "cell" not in histories or histories.empty:
+    if histories.empty:
         return histories, {}
     labels = histories.groupby("cell", sort=False).variant.unique()
-    shared: dict[str, list[str]] = {}
-    for variants in labels:
-        for other in variants[1:]:
-            shared.setdefault(variants[0], [])
-            if other not in shared[variants[0]]:
-                shared[variants[0]].append(other)
+    shared: dict[str, dict[str, None]] = {}
+    for variants in labels[labels.map(len) > 1]:
+        shared.setdefault(variants[0], {}).update(dict.fromkeys(variants[1:]))
     first = histories.cell.map(labels.str[0])
-    return histories[histories.variant == first], shared
+    return histories[histories.variant == first], {v: list(others) for v, others in shared.items()}
 
 
 def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric: str = "valid_recall@20") -> Path:
@@ -209,7 +205,7 @@ def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric
                              squeeze=False)
     for ax, (kind, frame) in zip(axes[0], panels, strict=True):
         y, label = (metric, "validation " + metric.removeprefix("valid_").replace("recall", "Recall")) \
-            if kind == "scratch" else ("loss", "training loss per batch (model loss + defense terms)")
+            if kind == "scratch" else ("loss", "training loss per batch\n(model loss + defense terms)")
         styles = _line_styles(frame)
         for variant, g in frame.groupby("variant", sort=False):
             curve = g.groupby("epoch")[y].agg(["mean", "std"]).fillna(0.0).reset_index()
