@@ -30,10 +30,12 @@ def test_margins_add_up_and_sensitive_modality(trained):
     table = result.margins.set_index("part")
     assert set(table.index) == {"image", "text", "rest", "fused"}
     for phase in ("clean", "attacked"):
-        assert table.loc[["image", "text", "rest"], phase].sum() == pytest.approx(table.loc["fused", phase], rel=1e-4)
+        parts = table.loc[["image", "text", "rest"], phase].sum()
+        assert parts == pytest.approx(table.loc["fused", phase], rel=1e-4)
     assert table.loc["fused", "attacked"] < table.loc["fused", "clean"]
     assert result.sensitive == table.loc[["image", "text"], "drop"].idxmax()
-    assert table.loc["rest", "drop"] == pytest.approx(0.0, abs=1e-6)  # the ID part reads no features
+    # the ID part reads no features
+    assert table.loc["rest", "drop"] == pytest.approx(0.0, abs=1e-6)
     case = result.case
     assert len(case) == 4 * 11 and (case[case.role == "positive"].item == result.case_item).all()
     negatives = case[(case.part == "fused") & (case.role != "positive")]

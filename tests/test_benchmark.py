@@ -21,19 +21,25 @@ from typer.testing import CliRunner
 
 from conftest import requires_shared_data, write_synthetic_folder
 from mmrobust.cli.main import app
-from mmrobust.experiments import executors
 from mmrobust.experiments.benchmark import (
     BenchmarkConfig,
+    InProcessExecutor,
+    ResultsStore,
     TableConfig,
+    build_table,
     expand_grid,
     load_benchmark,
     packaged_configs,
     parse_benchmark,
+    plan_benchmark,
+    run_benchmark,
 )
+from mmrobust.experiments.benchmark import cells as cellstate
+from mmrobust.experiments.benchmark.stats import legend, paired_test, wilcoxon_floor
+from mmrobust.experiments.benchmark.store import STORE_COLUMNS, normalise_store
+from mmrobust.experiments.benchmark.tracking import MlflowTracker
+from mmrobust.experiments.benchmark.work import execute_cell
 from mmrobust.experiments.config import ConfigError
-from mmrobust.experiments.executors import MlflowTracker, run_benchmark
-from mmrobust.experiments.stats import legend, paired_test, wilcoxon_floor
-from mmrobust.experiments.store import STORE_COLUMNS, ResultsStore, build_table
 
 runner = CliRunner()
 SMALL = ["models.vbpr.params.embedding_size=16", "train.batch_size=256", "finetune.epochs=2"]
@@ -86,7 +92,7 @@ def test_paper_layouts_present():
 @pytest.mark.parametrize("data,preset,message", [
     ({"seed": 1}, None, "'seed' is not a known setting; allowed: name, description, preset, datasets"),
     ({"attacks": [{"kind": "bogus"}]}, None,
-     "'attacks.0.kind' Input should be 'untargeted', 'promotion', 'adaptive', 'modality' or 'sampled'"),
+     "'attacks.0.kind' 'bogus' is not a measurement kind; allowed: untargeted, adaptive, promotion, modality"),
     ({"tables": [{"name": "t", "layout": "nope"}]}, None, "'tables.0.layout' Input should be 'mb-table2'"),
     ({"defenses": [{"label": "x", "kind": "finetune", "defenses": [{"name": "fgsm"}]}]}, None,
      "unknown defense 'fgsm'; available: amr, modality-balancing, uat, uat-mc"),
@@ -94,14 +100,15 @@ def test_paper_layouts_present():
      "'gamma' is not a setting of amr; allowed: eps, budget, lam, point, modalities"),
     ({"train": {"lr": -1}}, None, "'train.lr' Input should be greater than 0"),
     ({"models": ["vbpr", {"name": "nope"}]}, None, "unknown model 'nope'; available:"),
-    ({"attacks": [{"kind": "untargeted", "budgets": [0]}]}, None, "budgets must be a non-empty list of positive"),
+    ({"attacks": [{"kind": "untargeted", "budgets": [0]}]}, None, "'attacks.0.budgets.0' Input should be greater than 0"),
     ({"tables": [{"name": "t", "layout": "robustness", "source": "x"}]}, None, "source 'x' is not an attack"),
     ({"presets": {"quick": {}, "full": {}}}, "fast", "unknown preset 'fast'; allowed: quick, full"),
     ({"attacks": [{"kind": "sampled", "negatives": 5}]}, None,
-     "'attacks.0.negatives' is not a known setting; allowed: name, kind, attacks, budgets"),
+     "'attacks.0.negatives' is not a known setting; allowed: kind, seed, norm, point, relative, pgd_steps"),
     ({"tables": [{"name": "t", "layout": "robustness", "variants": ["Nope"]}]}, None,
      "table 't': variants ['Nope'] are not defense labels; allowed: Multimodal"),
-    ({"attacks": [{"kind": "promotion", "promotion": {"n_target": 5}}]}, None, "'promotion.n_target' is not a known"),
+    ({"attacks": [{"kind": "promotion", "promotion": {"n_target": 5}}]}, None,
+     "'attacks.0.promotion.n_target' is not a known setting"),
 ])
 def test_config_errors_name_key_and_allowed_values(data, preset, message):
     with pytest.raises(ConfigError) as err:
@@ -135,7 +142,7 @@ def test_grid_trains_clean_once_and_shares_cells():
     assert members["Adv training", 0].run == members["Adv training ε sweep (eps=0.05)", 0].run
     for cell in grid.cells.values():
         if cell.kind == "finetune":
-            assert grid.cells[cell.needs[0]].kind == "train" and cell.payload["init_dir"] == grid.cells[cell.needs[0]].run_dir
+            assert grid.cells[cell.needs[0]].kind == "train" and cell.init_dir == grid.cells[cell.needs[0]].run_dir
         if cell.kind == "eval":
             assert grid.cells[cell.needs[0]].kind in ("train", "finetune")
     clean = dict(members["Multimodal", 0].evals)
@@ -189,21 +196,20 @@ def test_interrupted_benchmark_resumes_and_equals_uninterrupted(synth_folder, fi
     monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
     assert len(list((out / "cells").glob("*.json"))) == 1  # the first clean model only
 
-    real_cell, calls, kill = executors.execute_cell, [], [True]
+    calls, kill = [], [True]
 
-    def counted(cell, *args, **kwargs):
+    def counted(cell, *args):
         calls.append(cell.id)
         if len(calls) == 30 and kill and kill.pop():  # a second kill, among the attacks
             raise KeyboardInterrupt
-        return real_cell(cell, *args, **kwargs)
+        return execute_cell(cell, *args)
 
-    monkeypatch.setattr(executors, "execute_cell", counted)
     with pytest.raises(KeyboardInterrupt):
-        run_benchmark(config, out, progress=False)
+        run_benchmark(config, out, progress=False, work=counted)
     done_before = {p.stem for p in (out / "cells").glob("*.json")}
     assert len(done_before) == 30  # 1 + 29 finished cells recorded; the 30th was killed
     calls.clear()
-    result = run_benchmark(config, out, progress=False)
+    result = run_benchmark(config, out, progress=False, work=counted)
     assert result.complete, result.outcome.failed
     assert not set(calls) & done_before
     assert len(calls) == len(result.grid.cells) - len(done_before)  # nothing finished is recomputed
@@ -213,33 +219,32 @@ def test_interrupted_benchmark_resumes_and_equals_uninterrupted(synth_folder, fi
         assert mine.markdown() == theirs.markdown()
 
 
-def test_rerun_skips_everything(synth_folder, finished, monkeypatch):
+def test_rerun_skips_everything(synth_folder, finished):
     calls = []
-    monkeypatch.setattr(executors, "execute_cell", lambda cell, *a, **k: calls.append(cell) or {})
-    again = run_benchmark(tiny(synth_folder), finished.out, progress=False, report=False)
+    again = run_benchmark(tiny(synth_folder), finished.out, progress=False, report=False,
+                          work=lambda cell, *a: calls.append(cell) or {})
     assert calls == [] and again.complete
 
 
-def test_cells_finished_meanwhile_by_another_driver_are_skipped(synth_folder, finished, tmp_path, monkeypatch):
+def test_cells_finished_meanwhile_by_another_driver_are_skipped(synth_folder, finished, tmp_path):
     """Two drivers on one results folder (e.g. one per model): a cell the other finished after
     this run started is not computed again."""
     out = tmp_path / "shared"
     order = finished.grid.ordered()
-    real_cell, calls = executors.execute_cell, []
+    calls = []
 
-    def other_driver_finishes_the_last_cell(cell, *args, **kwargs):
+    def other_driver_finishes_the_last_cell(cell, *args):
         calls.append(cell.id)
         if len(calls) == 1:
             last = order[-1]
-            executors.write_marker(out, last, executors.read_marker(finished.out, last.id))
-        return real_cell(cell, *args, **kwargs)
+            cellstate.write_marker(out, last, cellstate.read_marker(finished.out, last.id))
+        return execute_cell(cell, *args)
 
-    monkeypatch.setattr(executors, "execute_cell", other_driver_finishes_the_last_cell)
-    result = run_benchmark(tiny(synth_folder), out, progress=False)
+    result = run_benchmark(tiny(synth_folder), out, progress=False, work=other_driver_finishes_the_last_cell)
     assert result.complete and order[-1].id not in calls and len(calls) == len(order) - 1
 
 
-def test_drivers_sharing_a_folder_leave_claimed_cells_to_their_holder(synth_folder, finished, tmp_path, monkeypatch):
+def test_drivers_sharing_a_folder_leave_claimed_cells_to_their_holder(synth_folder, finished, tmp_path):
     """A cell another live driver has claimed is not computed here; the cells that need it wait
     for it (not skipped), and the run ends complete with no claim left behind."""
     out, train = tmp_path / "shared", finished.grid.ordered()[0]
@@ -250,15 +255,15 @@ def test_drivers_sharing_a_folder_leave_claimed_cells_to_their_holder(synth_fold
 
     def other_driver_finishes():
         shutil.copytree(finished.out / train.run_dir, out / train.run_dir)
-        executors.write_marker(out, train, executors.read_marker(finished.out, train.id))
-        executors.release_claim(out, train.id)
+        cellstate.write_marker(out, train, cellstate.read_marker(finished.out, train.id))
+        cellstate.release_claim(out, train.id)
         (out / "benchmark.yaml").write_text("name: the-other-drivers-config\n")
 
-    timer, real_cell, calls = threading.Timer(1.0, other_driver_finishes), executors.execute_cell, []
-    monkeypatch.setattr(executors, "execute_cell", lambda cell, *a, **k: calls.append(cell.id) or real_cell(cell, *a, **k))
+    timer, calls = threading.Timer(1.0, other_driver_finishes), []
     timer.start()
     try:
-        result = run_benchmark(tiny(synth_folder), out, executors.InProcessExecutor(poll_seconds=0.05), progress=False)
+        result = run_benchmark(tiny(synth_folder), out, InProcessExecutor(poll_seconds=0.05), progress=False,
+                               work=lambda cell, *a: calls.append(cell.id) or execute_cell(cell, *a))
     finally:
         timer.join()
         other.kill()
@@ -275,12 +280,12 @@ def test_claims_of_dead_drivers_are_taken_over(tmp_path):
     cells = tmp_path / "cells"
     cells.mkdir()
     (cells / "a.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
-    assert not executors.claimed_elsewhere(tmp_path, "a") and executors.claim_cell(tmp_path, "a")
+    assert not cellstate.claimed_elsewhere(tmp_path, "a") and cellstate.claim_cell(tmp_path, "a")
     assert json.loads((cells / "a.claim").read_text())["pid"] == os.getpid()
     (cells / "b.claim").write_text(json.dumps({"host": "another-machine", "pid": os.getpid()}))
-    assert executors.claimed_elsewhere(tmp_path, "b") and not executors.claim_cell(tmp_path, "b")
-    assert executors.claim_cell(tmp_path, "c") and not executors.claimed_elsewhere(tmp_path, "c")
-    executors.release_claim(tmp_path, "c")
+    assert cellstate.claimed_elsewhere(tmp_path, "b") and not cellstate.claim_cell(tmp_path, "b")
+    assert cellstate.claim_cell(tmp_path, "c") and not cellstate.claimed_elsewhere(tmp_path, "c")
+    cellstate.release_claim(tmp_path, "c")
     assert not (cells / "c.claim").exists()
 
 
@@ -288,7 +293,7 @@ def test_max_cells_stops_and_resumes(synth_folder, tmp_path):
     config = tiny(synth_folder, seeds=(0,))
     first = run_benchmark(config, tmp_path / "b", max_cells=4, progress=False)
     assert first.outcome.stopped and len(first.outcome.computed) == 4 and not first.complete
-    plan = executors.plan_benchmark(config, tmp_path / "b")
+    plan = plan_benchmark(config, tmp_path / "b")
     assert plan.cells.sum() == len(first.grid.cells) and plan.done.sum() == 4
     assert (plan.todo == plan.cells - plan.done).all()
     timed = plan[plan.done > 0]
@@ -314,13 +319,13 @@ def test_store_columns_query_and_tables(finished):
     assert (summary.seeds == 3).all()
     with pytest.raises(ValueError, match="unknown column 'colour'"):
         store.query(colour="red")
-    table = store.table("table2")
+    table = build_table(store, store.table_spec("table2"))
     assert table.columns[:4] == ["dataset", "model", "defense", "Clean R@10"] and len(table.rows) == 3
     means = table.means()
     assert means.loc[means.defense == "Multimodal", "Clean R@20"].item() == pytest.approx(clean.value.mean())
     margins = store.query(protocol="margin", variant="Multimodal", metric="margin_clean")
     assert set(margins.population) == {"image", "text", "rest", "fused"} and len(margins) == 3 * 4
-    grid = store.table("budget-grid")
+    grid = build_table(store, store.table_spec("budget-grid"))
     assert [r[2] for r in grid.rows] == ["Multimodal", "defense r=2.5 %", "defense r=5 %", "defense r=10 %"]
     hist = store.histories
     assert {"epoch", "loss", "variant", "seed", "kind"} <= set(hist.columns)
@@ -352,9 +357,8 @@ def _store(values: dict[str, list[float]], attacked: dict[str, list[float]]) -> 
                                            {"label": "A", "defenses": [{"name": "amr"}]},
                                            {"label": "B", "defenses": [{"name": "modality-balancing"}]}],
                               "attacks": [{"kind": "untargeted"}]})
-    from mmrobust.experiments.store import normalise
 
-    return ResultsStore(normalise(pd.DataFrame(rows)), config)
+    return ResultsStore(normalise_store(pd.DataFrame(rows)), config)
 
 
 def test_table_marks_best_second_and_significance():
@@ -486,7 +490,7 @@ def test_quick_presets_on_real_data(name, tmp_path):
 
 
 def test_training_curves_draw_a_shared_run_once():
-    from mmrobust.experiments.report_plots import _one_curve_per_run
+    from mmrobust.experiments.benchmark.figures import _one_curve_per_run
 
     histories = pd.DataFrame({"cell": ["a", "a", "b"], "variant": ["MB", "MB λ sweep (lam=1)", "AMR"], "epoch": [0] * 3,
                               "loss": [1.0, 1.0, 2.0]})

@@ -15,9 +15,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'mmrobust[ray]'); the Ray executor is untested")
 
 from conftest import write_synthetic_folder  # noqa: E402
-from mmrobust.experiments.benchmark import load_benchmark  # noqa: E402
-from mmrobust.experiments.executors import RayExecutor, run_benchmark  # noqa: E402
-from mmrobust.experiments.store import STORE_COLUMNS  # noqa: E402
+from mmrobust.experiments.benchmark import RayExecutor, load_benchmark, run_benchmark  # noqa: E402
+from mmrobust.experiments.benchmark.store import STORE_COLUMNS  # noqa: E402
 
 SETTINGS = ["seeds=[0, 1]", "finetune.epochs=2", "models.vbpr.params.embedding_size=16", "train.batch_size=256"]
 

@@ -103,8 +103,8 @@ def test_attack_and_analyze_commands(synthetic_folder, tmp_path):
     analysis = invoke("analyze", run_dir, "--targets", 3, "--budget", 0.2, "--device", "cpu")
     assert analysis.exit_code == 0, analysis.output
     assert "sensitive modality:" in analysis.output
-    for name in ("modality_margins.png", "modality_case.png", "modality_margins.csv", "mismatch.csv",
-                 "mismatch_jaccard.png", "mismatch_gains.csv", "modality.json"):
+    for name in ("modality.png", "modality_case.png", "modality.csv", "modality_case.csv", "mismatch.csv",
+                 "mismatch_jaccard.png", "mismatch_gains.csv", "modality.json", "mismatch.json"):
         assert (run_dir / "analysis" / name).exists(), name
     table = pd.read_parquet(run_dir / "results.parquet")
     assert {"none", "fgsm", "pgd", "random", "promotion-fgsm"} <= set(table.attack)
@@ -137,7 +137,7 @@ def test_train_with_stacked_defenses_from_a_clean_run(synthetic_folder, tmp_path
     check = invoke("attack", defended, "--goal", "adaptive", "--budget", 0.1, "--pgd-steps", 3, "--restarts", 2,
                    "--device", "cpu")
     assert check.exit_code == 0, check.output
-    flags = pd.read_csv(defended / "attacks" / "adaptive_check.csv")
+    flags = pd.read_csv(defended / "attacks" / "adaptive.csv")
     assert {"fgsm_drop", "pgd_drop", "flagged"} <= set(flags.columns)
     stored = pd.read_parquet(defended / "results.parquet")
     assert (stored.metric == "recall_masking_flag").any() and set(stored.attack) >= {"fgsm", "pgd", "adaptive-check"}

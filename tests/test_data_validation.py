@@ -45,8 +45,11 @@ def test_missing_inter_file(tmp_path):
 
 
 def test_wrong_header(tmp_path):
-    folder = write_folder(tmp_path / "d", good_rows(), header="user\titem\trating\ttimestamp\tlabel")
-    expect_error(folder, r"needs tab-separated columns userID itemID rating timestamp x_label \(missing userID, itemID, x_label\)")
+    folder = write_folder(tmp_path / "d", good_rows(),
+                          header="user\titem\trating\ttimestamp\tlabel")
+    expect_error(folder,
+                 r"needs tab-separated columns userID itemID rating timestamp x_label "
+                 r"\(missing userID, itemID, x_label\)")
 
 
 def test_comma_separated_file_is_a_wrong_header(tmp_path):
@@ -60,7 +63,8 @@ def test_non_integer_ids(tmp_path, bad, column):
     row = list(rows[2])
     row[0 if column == "userID" else 1] = bad
     rows[2] = tuple(row)
-    expect_error(write_folder(tmp_path / "d", rows), rf"line 4: {column} '{re.escape(bad)}' is not an integer")
+    expect_error(write_folder(tmp_path / "d", rows),
+                 rf"line 4: {column} '{re.escape(bad)}' is not an integer")
 
 
 def test_negative_ids(tmp_path):
@@ -111,7 +115,8 @@ def test_non_numeric_features(tmp_path):
 
 
 def test_pickled_object_features_are_never_loaded(tmp_path):
-    folder = write_folder(tmp_path / "d", good_rows(), {"image": np.array([{"x": 1}] * 6, dtype=object)})
+    folder = write_folder(tmp_path / "d", good_rows(),
+                          {"image": np.array([{"x": 1}] * 6, dtype=object)})
     expect_error(folder, r"holds Python objects \(a pickle\), which are never loaded")
 
 
@@ -146,7 +151,8 @@ def test_unknown_dataset_name(isolated_home):
 
 
 def test_import_registers_only_valid_folders(good_folder, tmp_path, isolated_home):
-    bad = write_folder(tmp_path / "bad", good_rows(), {"image": np.full((6, 2), np.nan, np.float32)})
+    bad = write_folder(tmp_path / "bad", good_rows(),
+                       {"image": np.full((6, 2), np.nan, np.float32)})
     with pytest.raises(DataError, match="NaN"):
         import_dataset(bad, "bad")
     assert not (isolated_home / "registry.json").exists()

@@ -99,10 +99,12 @@ def test_masking_check_flags_a_pgd_drop_over_twice_the_fgsm_drop():
     rows = []
     for budget, fgsm, pgd in ((0.05, 0.10, 0.15), (0.1, 0.05, 0.30)):
         for attack, drop in (("fgsm", fgsm), ("pgd", pgd)):
-            rows.append({"attack": attack, "budget": budget, "modalities": "image+text", "metric": "recall", "k": 20,
+            rows.append({"attack": attack, "budget": budget, "modalities": "image+text",
+                         "metric": "recall", "k": 20,
                          "clean": 0.2, "attacked": 0.2 * (1 - drop), "drop": drop})
     check = masking_check(pd.DataFrame(rows)).set_index("budget")
     assert not check.loc[0.05, "flagged"] and check.loc[0.1, "flagged"]
-    assert check.loc[0.1, "pgd_drop"] == pytest.approx(0.30) and check.loc[0.1, "clean"] == pytest.approx(0.2)
+    assert check.loc[0.1, "pgd_drop"] == pytest.approx(0.30)
+    assert check.loc[0.1, "clean"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="missing pgd"):
         masking_check(pd.DataFrame([r for r in rows if r["attack"] == "fgsm"]))

@@ -16,7 +16,8 @@ def test_chronological_labels_by_hand():
     users = np.array([0] * 10 + [1] * 3)
     times = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 1, 5, 5, 6])
     labels = chronological_labels(users, times)
-    # user 0 (n=10): 8 train, 1 valid, 1 test; ties keep file order (the two t=1 rows: index 8 then 9)
+    # user 0 (n=10): 8 train, 1 valid, 1 test; ties keep file order (the two t=1 rows: index 8 then
+    # 9)
     assert labels[[8, 9, 7, 6, 5, 4, 3, 2]].tolist() == [0] * 8
     assert labels[1] == 1 and labels[0] == 2
     # user 1 (n=3): floor(2.4)=2 train, floor(2.7)=2 -> no valid, 1 test

@@ -23,7 +23,9 @@ def build(ds, **kw) -> BM3:
 
 def batch_of(ds, n=32, seed=0):
     users, pos = pairs(ds, n, seed)
-    return Batch(users, pos, torch.randint(0, ds.n_items, (n,), generator=torch.Generator().manual_seed(seed + 1)))
+    return Batch(users, pos,
+                 torch.randint(0, ds.n_items, (n,),
+                               generator=torch.Generator().manual_seed(seed + 1)))
 
 
 def dense_online(model: BM3, ds):
@@ -106,7 +108,8 @@ def test_features_do_not_reach_the_score_but_do_reach_the_loss(ds, feats):
     noisy = {m: x + 5.0 * torch.randn_like(x) for m, x in feats.items()}
     assert torch.equal(model.embed(feats).full_scores(users), model.embed(noisy).full_scores(users))
     x = {m: t.clone().requires_grad_(True) for m, t in feats.items()}
-    grads = torch.autograd.grad(model.embed(x).full_scores(users).sum(), list(x.values()), allow_unused=True)
+    grads = torch.autograd.grad(model.embed(x).full_scores(users).sum(), list(x.values()),
+                                allow_unused=True)
     assert all(g is None for g in grads)  # the score's graph holds no feature
     batch = batch_of(ds)
     torch.manual_seed(2)
@@ -136,7 +139,8 @@ def test_embedding_point_has_no_effect_and_encoder_is_the_projection(ds, feats):
 def _fit(ds, epochs=3, lr=0.01):
     seed_everything(0)
     model = BM3(ds, BM3Config(embedding_size=16))
-    result = fit(model, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=256, progress=False, device="cpu"))
+    result = fit(model, ds,
+                 TrainConfig(epochs=epochs, lr=lr, batch_size=256, progress=False, device="cpu"))
     return model, result
 
 
@@ -159,7 +163,8 @@ def test_learns_and_shared_machinery_runs():
     model, result = _fit(ds, epochs=15, lr=0.02)
     assert result.test["recall@20"] > base + 0.1, (base, result.test["recall@20"])
     pert = FGSM(0.05).perturb(model, ds)
-    assert all(float(d.abs().max()) == 0.0 for d in pert.deltas.values())  # zero gradient: no feature route
+    # zero gradient: no feature route
+    assert all(float(d.abs().max()) == 0.0 for d in pert.deltas.values())
     attacked = evaluate_perturbed(model, ds, pert)
     assert attacked == evaluate(model, ds, "test")
     analysis = modality_analysis(model, ds, pert)

@@ -1,4 +1,5 @@
-"""DUIF: item vector = E concat_m(x_m), decomposition per block of E, perturbation points, training."""
+"""DUIF: item vector = E concat_m(x_m), decomposition
+per block of E, perturbation points, training."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def test_decomposition_is_per_block_of_E_and_exact(ds, feats):
     parts = emb.modality_scores(users, items)
     concat = torch.cat([feats[m] for m in model.modalities], 1)
     p = model.user_emb[users]
-    torch.testing.assert_close(emb.pair_scores(users, items), (p * (concat[items] @ model.W.T)).sum(1))
+    torch.testing.assert_close(emb.pair_scores(users, items),
+                               (p * (concat[items] @ model.W.T)).sum(1))
     start = 0
     for m in model.modalities:
         dm = ds.feature_dims()[m]
@@ -69,7 +71,9 @@ def test_embedding_point_equals_raw_point_through_linear_encoder(ds, feats):
     users, items = pairs(ds)
     with torch.no_grad():
         torch.testing.assert_close(model.embed(raw).pair_scores(users, items),
-                                   model.embed(feats, delta).pair_scores(users, items), rtol=1e-5, atol=1e-5)
+                                   model.embed(feats, delta).pair_scores(users, items), rtol=1e-5,
+                                   atol=1e-5)
         torch.testing.assert_close(model.score(feats, users, items, delta),
                                    model.embed(feats, delta).pair_scores(users, items))
-    assert model.perturbation_shape("embedding", "image") == (ds.n_items, model.config.embedding_size)
+    shape = (ds.n_items, model.config.embedding_size)
+    assert model.perturbation_shape("embedding", "image") == shape

@@ -47,7 +47,8 @@ def dense_forward(model, adj, graph):
 
 def test_item_graph_matches_dense_brute_force(ds, feats):
     model = build(ds)
-    expected = 0.1 * dense_binary_knn_norm(feats["image"], 10) + 0.9 * dense_binary_knn_norm(feats["text"], 10)
+    expected = (0.1 * dense_binary_knn_norm(feats["image"], 10)
+                + 0.9 * dense_binary_knn_norm(feats["text"], 10))
     torch.testing.assert_close(model.item_graph.to_dense(ds.n_items), expected)
     assert mix_weights(("image", "audio"), 0.1) == {"image": 0.1, "audio": 0.9}
     assert mix_weights(("text",), 0.1) == {"text": 1.0}
@@ -56,7 +57,8 @@ def test_item_graph_matches_dense_brute_force(ds, feats):
 def test_inference_uses_full_graph_and_decomposition(ds, feats):
     model = build(ds, n_mm_layers=2)
     full = dense_sym_norm(torch.tensor(bipartite_adjacency(ds.train).toarray()))
-    graph = 0.1 * dense_binary_knn_norm(feats["image"], 10) + 0.9 * dense_binary_knn_norm(feats["text"], 10)
+    graph = (0.1 * dense_binary_knn_norm(feats["image"], 10)
+             + 0.9 * dense_binary_knn_norm(feats["text"], 10))
     with torch.no_grad():
         emb = model.embed(feats)
     user, item = dense_forward(model, full, graph)
@@ -66,7 +68,8 @@ def test_inference_uses_full_graph_and_decomposition(ds, feats):
     assert emb.parts == {}
     scores = emb.modality_scores(users, items)
     assert set(scores) == {"rest"}
-    torch.testing.assert_close(scores["rest"], (user[users] * item[items]).sum(-1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(scores["rest"], (user[users] * item[items]).sum(-1), rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_degree_sensitive_pruning(ds, feats):
@@ -75,14 +78,16 @@ def test_degree_sensitive_pruning(ds, feats):
     torch.manual_seed(5)
     model.on_epoch_start(0)
     adj = model.masked_adj.to_dense()
-    n_keep = int(n_edges * (1.0 - 0.8))  # MMRec's arithmetic (63 of 320 here, as 1 − 0.8 < 0.2 in floats)
+    # MMRec's arithmetic (63 of 320 here, as 1 − 0.8 < 0.2 in floats)
+    n_keep = int(n_edges * (1.0 - 0.8))
     assert int((adj != 0).sum()) == 2 * n_keep
     torch.testing.assert_close(adj, adj.T)
     kept = adj[: ds.n_users, ds.n_users:] != 0
     assert not (kept & torch.tensor(ds.train.toarray() == 0)).any()  # a subset of the interactions
     binary = torch.zeros_like(adj)
     binary[adj != 0] = 1
-    torch.testing.assert_close(adj, dense_sym_norm(binary), rtol=1e-5, atol=1e-6)  # re-normalised on the kept graph
+    # re-normalised on the kept graph
+    torch.testing.assert_close(adj, dense_sym_norm(binary), rtol=1e-5, atol=1e-6)
     # training mode propagates on the pruned graph, eval mode on the full one
     with torch.no_grad():
         user, item = dense_forward(model, adj, model.item_graph.to_dense(ds.n_items))
@@ -112,12 +117,14 @@ def test_loss_matches_mmrec_formula_and_reaches_every_parameter(ds, feats):
     assert torch.isfinite(loss) and loss > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     with torch.no_grad():
-        user, item = dense_forward(model, model.masked_adj.to_dense(), model.item_graph.to_dense(ds.n_items))
+        user, item = dense_forward(model, model.masked_adj.to_dense(),
+                                   model.item_graph.to_dense(ds.n_items))
         u, i, j = user[batch.users], item[batch.pos], item[batch.neg]
         expected = -F.logsigmoid((u * i).sum(-1) - (u * j).sum(-1)).mean()
         for m in model.modalities:
             z = feats[m] @ model.trs[m].weight.T + model.trs[m].bias
-            expected = expected + 0.5 * -F.logsigmoid((u * z[batch.pos]).sum(-1) - (u * z[batch.neg]).sum(-1)).mean()
+            margin = (u * z[batch.pos]).sum(-1) - (u * z[batch.neg]).sum(-1)
+            expected = expected + 0.5 * -F.logsigmoid(margin).mean()
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -131,8 +138,10 @@ def test_features_do_not_reach_the_score_by_default(ds, feats):
     assert all(x[m].grad is None for m in x)
     with torch.no_grad():
         assert torch.equal(model.score(perturbed, users, items), model.score(feats, users, items))
-        delta = {m: torch.randn(ds.n_items, 64) for m in feats}  # the projections feed only the loss
-        assert torch.equal(model.score(feats, users, items, delta), model.score(feats, users, items))
+        # the projections feed only the loss
+        delta = {m: torch.randn(ds.n_items, 64) for m in feats}
+        assert torch.equal(model.score(feats, users, items, delta),
+                           model.score(feats, users, items))
 
 
 def test_rebuild_at_inference_lets_features_reach_the_score(ds, feats):
@@ -140,12 +149,14 @@ def test_rebuild_at_inference_lets_features_reach_the_score(ds, feats):
     frozen = build(ds)
     users, items = pairs(ds)
     with torch.no_grad():  # clean features rebuild the same graph
-        torch.testing.assert_close(model.score(feats, users, items), frozen.score(feats, users, items))
+        torch.testing.assert_close(model.score(feats, users, items),
+                                   frozen.score(feats, users, items))
     torch.manual_seed(1)
     for m in model.modalities:
         perturbed = {**feats, m: feats[m] + torch.randn_like(feats[m])}
         with torch.no_grad():
-            assert not torch.allclose(model.score(perturbed, users, items), model.score(feats, users, items))
+            assert not torch.allclose(model.score(perturbed, users, items),
+                                      model.score(feats, users, items))
         x = {k: v.clone().requires_grad_(k == m) for k, v in feats.items()}
         model.score(x, users, items).sum().backward()
         assert x[m].grad.abs().sum() > 0  # straight-through gradient of the 0/1 edge values
@@ -161,6 +172,8 @@ def test_embedding_point_is_the_projection_of_the_loss(ds, feats):
     perturbed = {m: x + 0.3 * torch.randn_like(x) for m, x in feats.items()}
     user = torch.randn(32, 64)
     with torch.no_grad():
-        delta = {m: model.encode_modality(m, perturbed[m]) - model.encode_modality(m, feats[m]) for m in feats}
-        torch.testing.assert_close(model.feature_bpr(user, batch, feats, delta), model.feature_bpr(user, batch, perturbed))
+        delta = {m: model.encode_modality(m, perturbed[m]) - model.encode_modality(m, feats[m])
+                 for m in feats}
+        torch.testing.assert_close(model.feature_bpr(user, batch, feats, delta),
+                                   model.feature_bpr(user, batch, perturbed))
     assert model.modality_embedding_dims() == {"image": 64, "text": 64}

@@ -47,8 +47,10 @@ def dense_reference(model: GRCN, ds, feats, delta=None):
     else:
         if mode == "confid":
             conf = model.confidence.double()
-            to_user = [a * conf[n_users:, k][None, :] for k, a in enumerate(to_user)]   # source: item
-            to_item = [a * conf[:n_users, k][:, None] for k, a in enumerate(to_item)]   # source: user
+            # source: item
+            to_user = [a * conf[n_users:, k][None, :] for k, a in enumerate(to_user)]
+            # source: user
+            to_item = [a * conf[:n_users, k][:, None] for k, a in enumerate(to_item)]
         w_user, w_item = torch.stack(to_user).max(0).values, torch.stack(to_item).max(0).values
     if model.config.pruning:
         w_user, w_item = w_user.relu(), w_item.relu()
@@ -60,7 +62,8 @@ def dense_reference(model: GRCN, ds, feats, delta=None):
     return (u0 + u1 + u2, i0 + i1 + i2), reps
 
 
-@pytest.mark.parametrize(("weight_mode", "n_routing"), [("confid", 0), ("confid", 3), ("max", 2), ("mean", 0)])
+@pytest.mark.parametrize(("weight_mode", "n_routing"),
+                         [("confid", 0), ("confid", 3), ("max", 2), ("mean", 0)])
 def test_matches_dense_reference_and_decomposition_is_exact(ds, feats, weight_mode, n_routing):
     torch.manual_seed(0)
     model = GRCN(ds, GRCNConfig(**SMALL, weight_mode=weight_mode, n_routing=n_routing))
@@ -79,9 +82,12 @@ def test_matches_dense_reference_and_decomposition_is_exact(ds, feats, weight_mo
     users, items = pairs(ds)
     parts = emb.modality_scores(users, items)
     for m, (u, i) in reps.items():   # s^m: the modality's blocks of the concatenation
-        torch.testing.assert_close(parts[m], (u[users] * i[items]).sum(1).float(), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(parts["rest"], (id_user[users] * id_item[items]).sum(1).float(), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(parts[m], (u[users] * i[items]).sum(1).float(), rtol=1e-4,
+                                   atol=1e-5)
+    torch.testing.assert_close(parts["rest"], (id_user[users] * id_item[items]).sum(1).float(),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5,
+                               atol=1e-6)
     pos, neg = model.bpr_scores(feats, Batch(users, items, items.flip(0)))
     torch.testing.assert_close(pos, emb.pair_scores(users, items), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(neg, emb.pair_scores(users, items.flip(0)), rtol=1e-5, atol=1e-5)
@@ -89,19 +95,23 @@ def test_matches_dense_reference_and_decomposition_is_exact(ds, feats, weight_mo
 
 def test_default_is_mmrecs_effective_model_and_routing_moves_the_preferences(ds, feats):
     """MMRec routes messages from users to items, so its preference update is zero and its routing
-    only normalises: the default n_routing = 0 reproduces it; the paper's routing changes the scores."""
+    only normalises: the default n_routing = 0 reproduces it; the paper's routing changes the
+    scores."""
     torch.manual_seed(0)
-    assert GRCNConfig().n_routing == 0 and GRCNConfig().weight_mode == "confid" and GRCNConfig().pruning
+    config = GRCNConfig()
+    assert config.n_routing == 0 and config.weight_mode == "confid" and config.pruning
     plain = GRCN(ds, GRCNConfig(**SMALL))
     routed = GRCN(ds, GRCNConfig(**SMALL, n_routing=3))
     routed.load_state_dict(plain.state_dict())
     users, items = pairs(ds)
     with torch.no_grad():
-        a, b = routed.embed(feats).modality_scores(users, items), plain.embed(feats).modality_scores(users, items)
+        a = routed.embed(feats).modality_scores(users, items)
+        b = plain.embed(feats).modality_scores(users, items)
         _, reps = dense_reference(plain, ds, feats)
     assert not torch.allclose(a["image"], b["image"])
     u, i = reps["image"]
-    torch.testing.assert_close(b["image"], (u[users] * i[items]).sum(1).float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b["image"], (u[users] * i[items]).sum(1).float(), rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_edge_operations_first_and_second_order_gradients():
@@ -113,7 +123,8 @@ def test_edge_operations_first_and_second_order_gradients():
     b = torch.randn(ds.n_items, 3, dtype=torch.float64, requires_grad=True)
     base_u = torch.randn(ds.n_users, 3, dtype=torch.float64, requires_grad=True)
     v = torch.rand(g.n_edges, dtype=torch.float64, requires_grad=True)
-    dense_v = torch.zeros(ds.n_users, ds.n_items, dtype=torch.float64).index_put((g.edge_user, g.edge_item), v)
+    dense_v = torch.zeros(ds.n_users, ds.n_items, dtype=torch.float64)
+    dense_v = dense_v.index_put((g.edge_user, g.edge_item), v)
     torch.testing.assert_close(g.sddmm(a, b), (a @ b.T)[g.edge_user, g.edge_item])
     torch.testing.assert_close(g.spmm(v, b, base=base_u), base_u + dense_v @ b)
     torch.testing.assert_close(g.spmm(v, a, transpose=True), dense_v.T @ a)
@@ -124,7 +135,8 @@ def test_edge_operations_first_and_second_order_gradients():
     assert torch.autograd.gradgradcheck(lambda a, b: g.sddmm(a, b), (a, b))
     x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(normalize_rows(x), F.normalize(x, dim=1))
-    assert torch.autograd.gradcheck(normalize_rows, (x,)) and torch.autograd.gradgradcheck(normalize_rows, (x,))
+    assert torch.autograd.gradcheck(normalize_rows, (x,))
+    assert torch.autograd.gradgradcheck(normalize_rows, (x,))
 
 
 def test_loss_is_mmrec_bpr_plus_reg_and_every_parameter_gets_a_gradient(ds, feats):
@@ -136,7 +148,8 @@ def test_loss_is_mmrec_bpr_plus_reg_and_every_parameter_gets_a_gradient(ds, feat
     loss.backward()
     assert torch.isfinite(loss)
     assert not params_without_gradient(model)
-    assert {"id_embedding", "confidence", "preference.image", "preference.text"} <= {n for n, _ in model.named_parameters()}
+    names = {n for n, _ in model.named_parameters()}
+    assert {"id_embedding", "confidence", "preference.image", "preference.text"} <= names
     with torch.no_grad():   # MMRec's calculate_loss, written out
         emb = model.embed(feats)
         user_t = users.repeat_interleave(2)
@@ -155,7 +168,8 @@ def test_feature_perturbation_reaches_the_modality_blocks_and_the_id_graph(ds, f
     assert model.feature_route == "direct" and not model.item_local
     clean, moved = image_perturbation_effect(model, ds, feats)
     assert not torch.allclose(clean["image"], moved["image"])
-    torch.testing.assert_close(clean["text"], moved["text"])      # the text blocks do not read image
+    # the text blocks do not read image
+    torch.testing.assert_close(clean["text"], moved["text"])
     assert not torch.allclose(clean["rest"], moved["rest"])       # refined ID-graph weights do
 
 
@@ -166,12 +180,14 @@ def test_embedding_point_is_the_projection_output(ds, feats, modality):
     d = 0.3 * torch.randn_like(feats[modality])
     raw = {**feats, modality: feats[modality] + d}
     with torch.no_grad():
-        delta = model.encode_modality(modality, raw[modality]) - model.encode_modality(modality, feats[modality])
+        delta = (model.encode_modality(modality, raw[modality])
+                 - model.encode_modality(modality, feats[modality]))
         a, b = model.embed(raw), model.embed(feats, {modality: delta})
         (_, _), reps = dense_reference(model, ds, feats, {modality: delta})
     torch.testing.assert_close(a.user, b.user, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a.item, b.item, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(b.parts[modality][1], reps[modality][1].float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.parts[modality][1], reps[modality][1].float(), rtol=1e-4,
+                               atol=1e-5)
     assert model.perturbation_shape("embedding", modality) == (ds.n_items, 10)
     # g^m is row-wise
     torch.testing.assert_close(model.encode_modality(modality, feats[modality][3:5]),

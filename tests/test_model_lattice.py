@@ -20,7 +20,8 @@ def build(ds, seed=0, **cfg):
     return model.eval()
 
 
-# --- dense brute force, as MMRec's build_sim / build_knn_neighbourhood / compute_normalized_laplacian
+# --- dense brute force, as MMRec's build_sim / build_knn_neighbourhood /
+# compute_normalized_laplacian
 def dense_knn(x, k):
     z = x / x.norm(dim=1, keepdim=True)
     sim = z @ z.T
@@ -37,8 +38,10 @@ def dense_norm(a):
 def dense_item_graph(model, feats):
     w = torch.softmax(model.modal_weight, 0)
     cfg = model.config
-    learned = sum(w[k] * dense_knn(model.trs[m](feats[m]), cfg.knn_k) for k, m in enumerate(model.modalities))
-    original = sum(w[k] * dense_norm(dense_knn(feats[m], cfg.knn_k)) for k, m in enumerate(model.modalities))
+    learned = sum(w[k] * dense_knn(model.trs[m](feats[m]), cfg.knn_k)
+                  for k, m in enumerate(model.modalities))
+    original = sum(w[k] * dense_norm(dense_knn(feats[m], cfg.knn_k))
+                   for k, m in enumerate(model.modalities))
     return (1 - cfg.lambda_coeff) * dense_norm(learned) + cfg.lambda_coeff * original
 
 
@@ -60,10 +63,12 @@ def dense_embeddings(model, ds, feats):
 def test_knn_graphs_match_dense_brute_force(ds, feats):
     model = build(ds)
     for m in model.modalities:
-        torch.testing.assert_close(model.original_graph(m).to_dense(ds.n_items), dense_norm(dense_knn(feats[m], 10)))
+        torch.testing.assert_close(model.original_graph(m).to_dense(ds.n_items),
+                                   dense_norm(dense_knn(feats[m], 10)))
         assert model.original_graph(m).indices.shape == (ds.n_items, 10)
     with torch.no_grad():
-        torch.testing.assert_close(model.item_graph(feats).to_dense(ds.n_items), dense_item_graph(model, feats))
+        torch.testing.assert_close(model.item_graph(feats).to_dense(ds.n_items),
+                                   dense_item_graph(model, feats))
 
 
 def test_embeddings_match_dense_computation_and_decomposition(ds, feats):
@@ -77,7 +82,8 @@ def test_embeddings_match_dense_computation_and_decomposition(ds, feats):
     assert emb.parts == {}  # features only shape the item graph: ŷ = rest
     scores = emb.modality_scores(users, items)
     assert set(scores) == {"rest"}
-    torch.testing.assert_close(scores["rest"], (user[users] * item[items]).sum(-1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(scores["rest"], (user[users] * item[items]).sum(-1), rtol=1e-4,
+                               atol=1e-5)
     torch.testing.assert_close(model.score(feats, users, items), emb.pair_scores(users, items))
 
 
@@ -87,7 +93,8 @@ def test_mf_backbone(ds, feats):
         emb = model.embed(feats)
         h = dense_item_graph(model, feats) @ model.item_emb
     torch.testing.assert_close(emb.user, model.user_emb.detach())
-    torch.testing.assert_close(emb.item, model.item_emb.detach() + F.normalize(h, dim=1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(emb.item, model.item_emb.detach() + F.normalize(h, dim=1), rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_loss_gradients_follow_mmrec_epoch_schedule(ds, feats):
@@ -98,7 +105,8 @@ def test_loss_gradients_follow_mmrec_epoch_schedule(ds, feats):
     loss.backward()
     assert torch.isfinite(loss) and loss > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    # later batches of the epoch reuse the detached graph: no gradient to projections / modality weights
+    # later batches of the epoch reuse the detached graph: no gradient to projections / modality
+    # weights
     model.zero_grad(set_to_none=True)
     model.loss(batch, {m: x + 1.0 for m, x in feats.items()}).backward()
     assert model.modal_weight.grad is None and all(p.grad is None for p in model.trs.parameters())
@@ -106,7 +114,8 @@ def test_loss_gradients_follow_mmrec_epoch_schedule(ds, feats):
     model.on_epoch_start(1)  # the next epoch rebuilds it with gradients
     model.zero_grad(set_to_none=True)
     model.loss(batch, feats).backward()
-    assert model.modal_weight.grad is not None and all(p.grad is not None for p in model.trs.parameters())
+    assert model.modal_weight.grad is not None
+    assert all(p.grad is not None for p in model.trs.parameters())
 
 
 def test_loss_equals_bpr_plus_l2_on_embed(ds, feats):
@@ -119,8 +128,8 @@ def test_loss_equals_bpr_plus_l2_on_embed(ds, feats):
         emb = model.embed(feats)
     torch.testing.assert_close(again, loss)
     u, i, j = emb.user[batch.users], emb.item[batch.pos], emb.item[batch.neg]
-    expected = -F.logsigmoid((u * i).sum(-1) - (u * j).sum(-1)).mean() + 0.1 * (u.pow(2).sum() + i.pow(2).sum()
-                                                                              + j.pow(2).sum()) / 64
+    expected = (-F.logsigmoid((u * i).sum(-1) - (u * j).sum(-1)).mean()
+                + 0.1 * (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / 64)
     torch.testing.assert_close(loss, expected)
 
 
@@ -135,7 +144,8 @@ def test_inference_feature_perturbation_reaches_scores_and_gradient(ds, feats):
         assert x[m].grad.abs().sum() > 0, m  # through the rebuilt learned graph's edge values
         perturbed = {**feats, m: feats[m] + 0.5 * torch.randn_like(feats[m])}
         with torch.no_grad():
-            assert not torch.allclose(model.score(perturbed, users, items), model.score(feats, users, items))
+            assert not torch.allclose(model.score(perturbed, users, items),
+                                      model.score(feats, users, items))
     for m in model.modalities:  # the original graphs stay those of the training features
         assert torch.equal(model.original_graph(m).values, frozen[m])
 
@@ -147,11 +157,13 @@ def test_embedding_point_is_the_projection(ds, feats):
     raw = {m: 0.2 * torch.randn_like(x) for m, x in feats.items()}
     perturbed = {m: feats[m] + raw[m] for m in feats}
     with torch.no_grad():
-        delta = {m: model.encode_modality(m, perturbed[m]) - model.encode_modality(m, feats[m]) for m in feats}
-        torch.testing.assert_close(model.score(perturbed, users, items), model.score(feats, users, items, delta),
-                                   rtol=1e-4, atol=1e-5)
+        delta = {m: model.encode_modality(m, perturbed[m]) - model.encode_modality(m, feats[m])
+                 for m in feats}
+        torch.testing.assert_close(model.score(perturbed, users, items),
+                                   model.score(feats, users, items, delta), rtol=1e-4, atol=1e-5)
         zero = {m: torch.zeros(ds.n_items, 64) for m in feats}
-        torch.testing.assert_close(model.score(feats, users, items, zero), model.score(feats, users, items))
+        torch.testing.assert_close(model.score(feats, users, items, zero),
+                                   model.score(feats, users, items))
     assert model.modality_embedding_dims() == {"image": 64, "text": 64}
     assert model.perturbation_shape("embedding", "text") == (ds.n_items, 64)
     d = {m: torch.zeros(ds.n_items, 64, requires_grad=True) for m in feats}

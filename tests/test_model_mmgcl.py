@@ -30,7 +30,8 @@ def dense_norm_adj(train: sp.csr_matrix) -> torch.Tensor:
     return torch.tensor(inv[:, None] * a * inv[None, :], dtype=torch.float32)
 
 
-def dense_channel(adj: torch.Tensor, user: torch.Tensor, item: torch.Tensor, n_layers: int, n_users: int):
+def dense_channel(adj: torch.Tensor, user: torch.Tensor, item: torch.Tensor, n_layers: int,
+                  n_users: int):
     layer = torch.cat([user, item]).detach()
     total = layer
     for _ in range(n_layers):
@@ -53,7 +54,8 @@ def test_decomposition_matches_dense_per_modality_channels(ds, feats):
         torch.testing.assert_close(parts[m], (eu[users] * ei[items]).sum(-1), rtol=1e-5, atol=1e-6)
     eu, ei = dense_channel(adj, model.user_id, model.item_id, 2, ds.n_users)
     torch.testing.assert_close(parts["rest"], (eu[users] * ei[items]).sum(-1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5,
+                               atol=1e-6)
     assert emb.user.shape == (ds.n_users, 8 * 3) and emb.item.shape == (ds.n_items, 8 * 3)
     torch.testing.assert_close(model.score(feats, users, items), emb.pair_scores(users, items))
 
@@ -83,14 +85,17 @@ def test_edge_dropout_graph_is_the_normalised_kept_subgraph(ds):
     model = build(ds, edge_dropout=0.3)
     n_edges = model.edge_user.shape[0]
     assert n_edges == ds.train.nnz
-    torch.testing.assert_close(model.dropped_adjacency(torch.ones(n_edges)).to_dense(), model.adj.to_dense())
+    torch.testing.assert_close(model.dropped_adjacency(torch.ones(n_edges)).to_dense(),
+                               model.adj.to_dense())
     torch.manual_seed(5)
     keep = torch.rand(n_edges) >= 0.3
-    kept = sp.csr_matrix((np.ones(int(keep.sum())), (model.edge_user[keep].numpy(), model.edge_item[keep].numpy())),
+    kept = sp.csr_matrix((np.ones(int(keep.sum())),
+                          (model.edge_user[keep].numpy(), model.edge_item[keep].numpy())),
                          shape=ds.train.shape)
     torch.testing.assert_close(model.dropped_adjacency(keep).to_dense(), dense_norm_adj(kept))
     torch.manual_seed(5)
-    torch.testing.assert_close(model.dropped_adjacency().to_dense(), dense_norm_adj(kept))  # default draw = same keep
+    torch.testing.assert_close(model.dropped_adjacency().to_dense(),
+                               dense_norm_adj(kept))  # default draw = same keep
 
 
 def test_masking_view_replaces_exactly_one_modality_channel(ds, feats):
@@ -131,12 +136,15 @@ def test_info_nce_equals_the_explicit_formula(ds):
     expected = []
     for i in range(6):
         pos_term = torch.exp(cos(anchor[i], pos[i]) / 0.5)
-        denom = sum(torch.exp(cos(anchor[i], pos[j]) / 0.5) for j in range(6)) + torch.exp(cos(anchor[i], hard[i]) / 0.5)
+        denom = (sum(torch.exp(cos(anchor[i], pos[j]) / 0.5) for j in range(6))
+                 + torch.exp(cos(anchor[i], hard[i]) / 0.5))
         expected.append(-torch.log(pos_term / denom))
     torch.testing.assert_close(loss, torch.stack(expected).mean())
     plain = build(ds, ssl_temp=0.5, challenging_negatives=False)
-    logits = torch.stack([torch.stack([cos(anchor[i], pos[j]) for j in range(6)]) for i in range(6)]) / 0.5
-    torch.testing.assert_close(plain.info_nce(anchor, pos), F.cross_entropy(logits, torch.arange(6)))
+    logits = torch.stack([torch.stack([cos(anchor[i], pos[j]) for j in range(6)])
+                          for i in range(6)]) / 0.5
+    torch.testing.assert_close(plain.info_nce(anchor, pos),
+                               F.cross_entropy(logits, torch.arange(6)))
 
 
 def test_feature_perturbation_reaches_other_items_through_the_graph(ds, feats):
@@ -164,15 +172,18 @@ def test_embedding_point(ds, feats):
     users, items = pairs(ds)
     d = {m: 0.2 * torch.randn_like(x) for m, x in feats.items()}
     perturbed = {m: feats[m] + d[m] for m in feats}
-    emb_delta = {m: (model.encode_modality(m, perturbed[m]) - model.encode_modality(m, feats[m])).detach()
+    emb_delta = {m: (model.encode_modality(m, perturbed[m])
+                     - model.encode_modality(m, feats[m])).detach()
                  for m in feats}
     torch.testing.assert_close(model.embed(perturbed).pair_scores(users, items),
-                               model.embed(feats, emb_delta).pair_scores(users, items), rtol=1e-5, atol=1e-5)
+                               model.embed(feats, emb_delta).pair_scores(users, items), rtol=1e-5,
+                               atol=1e-5)
     # δ is added to g^m(x_m) right before the graph
     delta = {"text": torch.randn(ds.n_items, 8)}
     emb = model.embed(feats, delta)
     g = model.encode_modality("text", feats["text"]).detach() + delta["text"]
-    eu, ei = dense_channel(dense_norm_adj(ds.train), model.user_modal["text"], g, model.config.n_layers, ds.n_users)
+    eu, ei = dense_channel(dense_norm_adj(ds.train), model.user_modal["text"], g,
+                           model.config.n_layers, ds.n_users)
     torch.testing.assert_close(emb.parts["text"][1], ei, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(emb.parts["image"][1], model.embed(feats).parts["image"][1])
     assert model.perturbation_shape("embedding", "text") == (ds.n_items, 8)

@@ -1,4 +1,5 @@
-"""MMGCN: propagation against a dense reference, decomposition, loss, perturbation points, training."""
+"""MMGCN: propagation against a dense reference,
+decomposition, loss, perturbation points, training."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ SMALL = {"embedding_size": 16, "dim_latent": 24, "latent_above": 20}
 
 def dense_reference(model: MMGCN, ds, modality: str, item_input: torch.Tensor) -> torch.Tensor:
     """MMRec's GCN.forward written densely: x = normalize([P; item_input]); per layer
-    h = lrelu(mean_aggr(x W_c)), x̂ = lrelu(W_l x + b) + id, x = lrelu(W_g [h; x̂] + b) (or the add branch)."""
+    h = lrelu(mean_aggr(x W_c)), x̂ = lrelu(W_l x + b) + id, x = lrelu(W_g [h; x̂] + b) (or the
+    add branch)."""
     gcn = model.gcns[modality]
     a = ds.train.toarray().astype(np.float32)
-    adj = np.block([[np.zeros((ds.n_users, ds.n_users)), a], [a.T, np.zeros((ds.n_items, ds.n_items))]])
+    adj = np.block([[np.zeros((ds.n_users, ds.n_users)), a],
+                    [a.T, np.zeros((ds.n_items, ds.n_items))]])
     deg = adj.sum(1, keepdims=True)
-    mean = torch.tensor(np.divide(adj, deg, out=np.zeros_like(adj), where=deg > 0), dtype=torch.float32)
+    mean = torch.tensor(np.divide(adj, deg, out=np.zeros_like(adj), where=deg > 0),
+                        dtype=torch.float32)
     slope = model.config.negative_slope
     x = F.normalize(torch.cat([gcn.preference, item_input]))
     for conv, linear, combine in zip(gcn.conv, gcn.linear, gcn.combine, strict=True):
@@ -54,7 +58,8 @@ def test_propagation_matches_dense_reference_and_decomposition_is_exact(ds, feat
     emb = model.embed(feats)
     outs = {}
     for m in model.modalities:
-        ref = dense_reference(model, ds, m, model.gcns[m].encode(feats[m]) if m == "image" else feats[m]).detach()
+        ref = dense_reference(model, ds, m,
+                              model.gcns[m].encode(feats[m]) if m == "image" else feats[m]).detach()
         outs[m] = ref[: ds.n_users], ref[ds.n_users:]
     n_mod = len(model.modalities)
     user = sum(u for u, _ in outs.values()) / n_mod
@@ -63,10 +68,13 @@ def test_propagation_matches_dense_reference_and_decomposition_is_exact(ds, feat
     torch.testing.assert_close(emb.item, item, rtol=1e-4, atol=1e-5)
     parts = emb.modality_scores(users, items)
     for m, (u, i) in outs.items():   # s^m = ⟨x^L_{m,u}, x^L_{m,i}⟩ / M²
-        torch.testing.assert_close(parts[m], (u[users] * i[items]).sum(1) / n_mod ** 2, rtol=1e-4, atol=1e-5)
-    cross = sum((outs[a][0][users] * outs[b][1][items]).sum(1) for a in outs for b in outs if a != b) / n_mod ** 2
+        torch.testing.assert_close(parts[m], (u[users] * i[items]).sum(1) / n_mod ** 2, rtol=1e-4,
+                                   atol=1e-5)
+    cross = sum((outs[a][0][users] * outs[b][1][items]).sum(1)
+                for a in outs for b in outs if a != b) / n_mod ** 2
     torch.testing.assert_close(parts["rest"], cross, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_loss_is_mmrec_bpr_plus_reg_and_every_parameter_gets_a_gradient(ds, feats):
@@ -83,10 +91,12 @@ def test_loss_is_mmrec_bpr_plus_reg_and_every_parameter_gets_a_gradient(ds, feat
     assert {"id_embedding", "gcns.image.preference", "gcns.text.preference"} <= names
     with torch.no_grad():
         emb = model.embed(feats)
-        score = torch.stack([(emb.user[users] * emb.item[pos]).sum(1), (emb.user[users] * emb.item[neg]).sum(1)], 1)
+        score = torch.stack([(emb.user[users] * emb.item[pos]).sum(1),
+                             (emb.user[users] * emb.item[neg]).sum(1)], 1)
         bpr = -torch.log(torch.sigmoid(score @ torch.tensor([[1.0], [-1.0]]))).mean()
         ids = model.id_embedding
-        user_t, item_t = users.repeat_interleave(2), torch.stack([pos, neg], 1).reshape(-1) + ds.n_users
+        user_t = users.repeat_interleave(2)
+        item_t = torch.stack([pos, neg], 1).reshape(-1) + ds.n_users
         reg = (ids[user_t] ** 2 + ids[item_t] ** 2).mean()
         reg = reg + sum((g.preference ** 2).mean() for g in model.gcns.values())
         torch.testing.assert_close(model.loss(Batch(users, pos, neg), feats), bpr + 0.1 * reg)
@@ -114,19 +124,22 @@ def test_feature_perturbation_reaches_every_user_through_the_graph(ds, feats):
 
 @pytest.mark.parametrize("modality", ["image", "text"])
 def test_embedding_point_equals_raw_perturbation_through_the_encoder(ds, feats, modality):
-    """g^m is affine (MLP) or the identity, so δ = g(x + d) − g(x) at the embedding point equals d at the raw point."""
+    """g^m is affine (MLP) or the identity, so δ = g(x + d)
+    − g(x) at the embedding point equals d at the raw point."""
     torch.manual_seed(0)
     model = MMGCN(ds, MMGCNConfig(**SMALL))
     d = 0.3 * torch.randn_like(feats[modality])
     raw = {**feats, modality: feats[modality] + d}
     with torch.no_grad():
-        delta = model.encode_modality(modality, raw[modality]) - model.encode_modality(modality, feats[modality])
+        delta = (model.encode_modality(modality, raw[modality])
+                 - model.encode_modality(modality, feats[modality]))
         a, b = model.embed(raw), model.embed(feats, {modality: delta})
     torch.testing.assert_close(a.user, b.user, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a.item, b.item, rtol=1e-5, atol=1e-6)
     if modality == "text":   # identity encoder
         torch.testing.assert_close(delta, d)
-    assert model.perturbation_shape("embedding", modality) == (ds.n_items, model.modality_embedding_dims()[modality])
+    shape = (ds.n_items, model.modality_embedding_dims()[modality])
+    assert model.perturbation_shape("embedding", modality) == shape
 
 
 def test_row_normalisation_first_and_second_order_gradients():

@@ -26,16 +26,19 @@ def randomise_biases(model):
 
 
 def dense_branches(model: SLMRec, ds, feats, delta=None):
-    """MMRec's compute_graph per branch with a dense Â: mean of layers 0..L of Â [e_u ; item input]."""
+    """MMRec's compute_graph per branch with a dense
+    Â: mean of layers 0..L of Â [e_u ; item input]."""
     r = ds.train.toarray().astype(np.float64)
-    a = np.block([[np.zeros((ds.n_users, ds.n_users)), r], [r.T, np.zeros((ds.n_items, ds.n_items))]])
+    a = np.block([[np.zeros((ds.n_users, ds.n_users)), r],
+                  [r.T, np.zeros((ds.n_items, ds.n_items))]])
     deg = a.sum(1)
     inv = np.where(deg > 0, deg, 1.0) ** -0.5 * (deg > 0)
     adj = torch.tensor(inv[:, None] * a * inv[None, :])
     inputs = {"id": model.item_emb.double()}
     for m in model.modalities:
         layer = model.dense[m]
-        inputs[m] = F.normalize(feats[m].double(), dim=1) @ layer.weight.double().T + layer.bias.double()
+        inputs[m] = (F.normalize(feats[m].double(), dim=1) @ layer.weight.double().T
+                     + layer.bias.double())
         if delta is not None and m in delta:
             inputs[m] = inputs[m] + delta[m].double()
     out = {}
@@ -67,24 +70,29 @@ def test_propagation_matches_dense_reference_and_decomposition_is_exact(ds, feat
     parts = emb.modality_scores(users, items)
     own = {}
     for k, name in enumerate(z):   # F^k z^k: branch k's block of the fusion layers
-        wu, wi = model.fuse_user.weight[:, k * d:(k + 1) * d], model.fuse_item.weight[:, k * d:(k + 1) * d]
+        wu = model.fuse_user.weight[:, k * d:(k + 1) * d]
+        wi = model.fuse_item.weight[:, k * d:(k + 1) * d]
         own[name] = (z[name][0].float()[users] @ wu.T, z[name][1].float()[items] @ wi.T)
     with torch.no_grad():
         for m in model.modalities:
-            torch.testing.assert_close(parts[m], (own[m][0] * own[m][1]).sum(1), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(parts[m], (own[m][0] * own[m][1]).sum(1), rtol=1e-4,
+                                       atol=1e-5)
         # rest: the ID term, every cross term and the bias terms
         user_sum = sum(u for u, _ in own.values()) + model.fuse_user.bias
         item_sum = sum(i for _, i in own.values()) + model.fuse_item.bias
-        rest = (user_sum * item_sum).sum(1) - sum((own[m][0] * own[m][1]).sum(1) for m in model.modalities)
+        rest = ((user_sum * item_sum).sum(1)
+                - sum((own[m][0] * own[m][1]).sum(1) for m in model.modalities))
         torch.testing.assert_close(parts["rest"], rest, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sum(parts.values()), emb.pair_scores(users, items), rtol=1e-5,
+                               atol=1e-5)
     pos, neg = model.bpr_scores(feats, Batch(users, items, items.flip(0)))
     torch.testing.assert_close(pos, emb.pair_scores(users, items), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(neg, emb.pair_scores(users, items.flip(0)), rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_propagation_path_matches_the_shared_path(ds, feats):
-    """The FD views propagate every branch separately; with a negligible rate they equal the main path."""
+    """The FD views propagate every branch separately;
+    with a negligible rate they equal the main path."""
     torch.manual_seed(0)
     model = SLMRec(ds, SLMRecConfig(**SMALL))
     with torch.no_grad():
@@ -101,7 +109,8 @@ def test_fac_loss_written_out(ds, feats):
     d = model.config.embedding_size
     users, pos = pairs(ds, 16)
     batch = Batch(users, pos, pos.flip(0))
-    assert [layer.out_features for layer in model.fac_chain] == [d, d // 2]   # last of ≥ 2 stages: d/2
+    # last of ≥ 2 stages: d/2
+    assert [layer.out_features for layer in model.fac_chain] == [d, d // 2]
     with torch.no_grad():
         loss = model.loss(batch, feats)
         z = dense_branches(model, ds, feats)
@@ -149,14 +158,16 @@ def test_embedding_point_is_the_projection_output(ds, feats, modality):
     d = 0.3 * torch.randn_like(feats[modality])
     raw = {**feats, modality: feats[modality] + d}
     with torch.no_grad():
-        delta = model.encode_modality(modality, raw[modality]) - model.encode_modality(modality, feats[modality])
+        delta = (model.encode_modality(modality, raw[modality])
+                 - model.encode_modality(modality, feats[modality]))
         a, b = model.embed(raw), model.embed(feats, {modality: delta})
         z = dense_branches(model, ds, feats, {modality: delta})
     torch.testing.assert_close(a.user, b.user, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a.item, b.item, rtol=1e-5, atol=1e-6)
     k = 1 + model.modalities.index(modality)
     wi = model.fuse_item.weight[:, k * 12:(k + 1) * 12]
-    torch.testing.assert_close(b.parts[modality][1], (z[modality][1].float() @ wi.T).detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.parts[modality][1], (z[modality][1].float() @ wi.T).detach(),
+                               rtol=1e-4, atol=1e-5)
     assert model.perturbation_shape("embedding", modality) == (ds.n_items, 12)
     torch.testing.assert_close(model.encode_modality(modality, feats[modality][3:5]),
                                model.encode_modality(modality, feats[modality])[3:5])
@@ -170,7 +181,8 @@ def learn_ds():
 def train(ds, epochs, seed=0, **config):
     seed_everything(seed)
     model = SLMRec(ds, SLMRecConfig(**SMALL, **config))
-    result = fit(model, ds, TrainConfig(epochs=epochs, lr=0.01, batch_size=256, progress=False, device="cpu"),
+    result = fit(model, ds,
+                 TrainConfig(epochs=epochs, lr=0.01, batch_size=256, progress=False, device="cpu"),
                  evaluate_test=False)
     return model, result
 

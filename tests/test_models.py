@@ -25,7 +25,8 @@ def feats(ds):
 
 def pairs(ds, n=50, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
+    return (torch.randint(0, ds.n_users, (n,), generator=g),
+            torch.randint(0, ds.n_items, (n,), generator=g))
 
 
 @pytest.mark.parametrize("item_bias", [True, False])
@@ -61,21 +62,26 @@ def test_vbpr_fast_score_matches_embed(ds, feats, item_bias):
         torch.nn.init.normal_(model.item_bias)
     users, items = pairs(ds)
     delta = {m: torch.randn(ds.n_items, model.config.embedding_size) for m in model.modalities}
-    torch.testing.assert_close(model.score(feats, users, items), model.embed(feats).pair_scores(users, items))
-    torch.testing.assert_close(model.score(feats, users, items, delta), model.embed(feats, delta).pair_scores(users, items))
+    torch.testing.assert_close(model.score(feats, users, items),
+                               model.embed(feats).pair_scores(users, items))
+    torch.testing.assert_close(model.score(feats, users, items, delta),
+                               model.embed(feats, delta).pair_scores(users, items))
 
 
 def test_embedding_point_matches_raw_point_through_encoder(ds, feats):
-    """Adding g^m(δ) at the embedding point equals adding δ to the raw features (g^m is linear in VBPR)."""
+    """Adding g^m(δ) at the embedding point equals adding
+    δ to the raw features (g^m is linear in VBPR)."""
     model = build_model("vbpr", ds)
     raw_delta = {m: 0.1 * torch.randn_like(x) for m, x in feats.items()}
     perturbed = {m: feats[m] + raw_delta[m] for m in feats}
     emb_delta = {m: model.encode_modality(m, raw_delta[m]) for m in feats}
     users, items = pairs(ds)
     torch.testing.assert_close(model.embed(perturbed).pair_scores(users, items),
-                               model.embed(feats, emb_delta).pair_scores(users, items), rtol=1e-5, atol=1e-5)
+                               model.embed(feats, emb_delta).pair_scores(users, items), rtol=1e-5,
+                               atol=1e-5)
     assert model.perturbation_shape("raw", "image") == (ds.n_items, ds.feature_dims()["image"])
-    assert model.perturbation_shape("embedding", "image") == (ds.n_items, model.config.embedding_size)
+    shape = (ds.n_items, model.config.embedding_size)
+    assert model.perturbation_shape("embedding", "image") == shape
 
 
 def test_feature_gradient_reaches_the_score(ds, feats):
@@ -110,7 +116,8 @@ def test_loss_is_differentiable_and_score_consistent(ds, feats, name):
     assert torch.isfinite(loss) and loss > 0
     assert all(p.grad is not None for p in model.parameters())
     users, items = pairs(ds)
-    torch.testing.assert_close(model.score(feats, users, items), model.embed(feats).pair_scores(users, items))
+    torch.testing.assert_close(model.score(feats, users, items),
+                               model.embed(feats).pair_scores(users, items))
 
 
 @pytest.mark.parametrize("name", ["mf", "lightgcn", "vbpr"])
@@ -163,7 +170,8 @@ def test_bad_inputs_are_named(ds, feats):
         model.embed({"image": feats["image"]})
     with pytest.raises(ValueError, match=r"feature matrix 'image' has shape \(60, 3\)"):
         model.embed({**feats, "image": feats["image"][:, :3]})
-    with pytest.raises(ValueError, match="unknown model 'nope'; available: pop, mf, lightgcn, vbpr"):
+    with pytest.raises(ValueError, match="unknown model 'nope'; available: "
+                                         "pop, mf, lightgcn, vbpr"):
         build_model("nope", ds)
     with pytest.raises(ValidationError, match="embeding_size"):
         build_model("vbpr", ds, embeding_size=8)

@@ -41,7 +41,8 @@ def brute_force_hits(model, ds, features, targets, users, k, pert=None):
             emb = model.embed(features)
         else:
             single = Perturbation(pert.point, {m: d[col:col + 1] for m, d in pert.deltas.items()},
-                                  {m: r[col:col + 1] for m, r in pert.radius.items()}, pert.budget, pert.items[col:col + 1])
+                                  {m: r[col:col + 1] for m, r in pert.radius.items()}, pert.budget,
+                                  pert.items[col:col + 1])
             emb = model.embed(*single.inputs(model, features))
         hits, eligible = 0, 0
         for u in users:
@@ -77,11 +78,13 @@ def test_target_and_user_selection(setup):
 @pytest.mark.parametrize("item_local", [True, False])
 def test_hit_rates_match_brute_force(setup, perturbed, item_local, monkeypatch):
     ds, model, feats, targets, attack_users, _ = setup
-    pert = PromotionAttack(FGSM(0.5)).perturb(model, ds, targets, attack_users, feats) if perturbed else None
+    pert = (PromotionAttack(FGSM(0.5)).perturb(model, ds, targets, attack_users, feats)
+            if perturbed else None)
     monkeypatch.setattr(VBPR, "item_local", item_local)
     fast = target_hits(model, ds, targets, attack_users, pert, feats, ks=(5, 20))
     for k in (5, 20):
-        np.testing.assert_allclose(fast[k], brute_force_hits(model, ds, feats, targets, attack_users, k, pert))
+        expected = brute_force_hits(model, ds, feats, targets, attack_users, k, pert)
+        np.testing.assert_allclose(fast[k], expected)
 
 
 def test_per_target_threshold_by_hand():
@@ -89,7 +92,8 @@ def test_per_target_threshold_by_hand():
     clean = torch.tensor([[8.0, 6.0]])                 # clean scores of the two targets
     excluded = torch.tensor([[False, False]])
     tau = per_target_threshold(others, clean, excluded, k=3)
-    # target 0 competes with {9, 7, 5} and target 1's 6 -> 3rd highest 6; target 1 with {9, 7, 5, 8} -> 7
+    # target 0 competes with {9, 7, 5} and target 1's 6 -> 3rd highest 6; target 1 with {9, 7, 5, 8}
+    # -> 7
     assert tau.tolist() == [[6.0, 7.0]]
     tau = per_target_threshold(others, clean, torch.tensor([[False, True]]), k=3)
     assert tau.tolist() == [[5.0, 7.0]]  # the user trained on target 1: it cannot compete
@@ -103,13 +107,16 @@ def test_promotion_raises_hit_rates(setup, make):
     after = target_hits(model, ds, targets, attack_users, pert, feats, ks=(20,))
     report = promotion_report(before, after)[20]
     assert report["hr_after"] > report["hr_before"] and report["ri_percent"] > 0
-    assert set(pert.deltas) == {"image", "text"} and torch.equal(pert.items, torch.as_tensor(targets))
+    assert set(pert.deltas) == {"image", "text"}
+    assert torch.equal(pert.items, torch.as_tensor(targets))
 
 
 def test_batched_targets_equal_one_at_a_time(setup):
     ds, model, feats, targets, attack_users, _ = setup
-    batched = PromotionAttack(PGD(0.2, steps=3), PromotionConfig(target_batch=5)).perturb(model, ds, targets, attack_users, feats)
-    single = PromotionAttack(PGD(0.2, steps=3), PromotionConfig(target_batch=1)).perturb(model, ds, targets, attack_users, feats)
+    batched = PromotionAttack(PGD(0.2, steps=3), PromotionConfig(target_batch=5)).perturb(
+        model, ds, targets, attack_users, feats)
+    single = PromotionAttack(PGD(0.2, steps=3), PromotionConfig(target_batch=1)).perturb(
+        model, ds, targets, attack_users, feats)
     for m in batched.deltas:
         torch.testing.assert_close(batched.deltas[m], single.deltas[m], rtol=1e-4, atol=1e-6)
 
@@ -119,7 +126,8 @@ def test_alignment_term_acts_through_second_order_gradients(setup):
     t = torch.as_tensor(targets[:4])
     users = torch.as_tensor(attack_users)
     config = PromotionConfig(beta=1.0)
-    objective = PromotionObjective(model, ds, feats, t, users, config, 1.0, "raw", fixed_threshold=True)
+    objective = PromotionObjective(model, ds, feats, t, users, config, 1.0, "raw",
+                                   fixed_threshold=True)
     pert = Perturbation.zeros(model, feats, Budget(eps=0.2), "raw", None, t)
     for m in pert.deltas:
         pert.deltas[m] = 0.01 * torch.randn_like(pert.deltas[m])
@@ -127,7 +135,8 @@ def test_alignment_term_acts_through_second_order_gradients(setup):
     value = objective.utility(pert)
     align = objective.alignment(value, pert)
     grads = torch.autograd.grad(align, list(pert.deltas.values()))
-    assert all(g.abs().sum() > 0 for g in grads)  # the cosine moves with δ: second-order path active
+    # the cosine moves with δ: second-order path active
+    assert all(g.abs().sum() > 0 for g in grads)
     plain = PromotionAttack(FGSM(0.2)).perturb(model, ds, targets, attack_users, feats)
     aligned = PromotionAttack(FGSM(0.2), config).perturb(model, ds, targets, attack_users, feats)
     assert any(not torch.allclose(plain.deltas[m], aligned.deltas[m]) for m in plain.deltas)

@@ -20,4 +20,5 @@ def test_trained_models_beat_popularity(dataset):
     scores = {name: trained_real(dataset, name)[2].test["recall@20"] for name in TUNED[dataset]}
     print(dataset, "popularity", popularity, scores)
     for name, score in scores.items():
-        assert score > popularity, f"{name} on {dataset}: Recall@20 {score:.4f} ≤ popularity {popularity:.4f}"
+        assert score > popularity, \
+            f"{name} on {dataset}: Recall@20 {score:.4f} ≤ popularity {popularity:.4f}"

@@ -10,7 +10,8 @@ from mmrobust.data import BPRSampler, DataError, make_synthetic
 
 
 def test_negatives_are_never_training_positives():
-    ds = make_synthetic(n_users=200, n_items=50, per_user=30, seed=1)  # dense: 60 % of items are positives
+    # dense: 60 % of items are positives
+    ds = make_synthetic(n_users=200, n_items=50, per_user=30, seed=1)
     sampler = BPRSampler(ds.train, seed=0)
     users, pos, neg = sampler.epoch(0)
     assert len(users) == ds.train.nnz
@@ -36,7 +37,8 @@ def test_user_with_every_item_is_rejected():
 
 
 def test_synthetic_modalities_follow_their_snr():
-    ds = make_synthetic(n_users=50, n_items=500, modalities={"clean": (16, 100.0), "noisy": (16, 0.01)}, seed=0)
+    ds = make_synthetic(n_users=50, n_items=500,
+                        modalities={"clean": (16, 100.0), "noisy": (16, 0.01)}, seed=0)
     assert ds.feature_dims() == {"clean": 16, "noisy": 16}
     # the clean modality is (almost) a linear image of the same factors: low rank
     sv_clean = np.linalg.svd(ds.features["clean"], compute_uv=False)

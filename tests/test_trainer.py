@@ -1,4 +1,5 @@
-"""Trainer: determinism, resume after a kill, early stopping, plug-ins, test never read for selection."""
+"""Trainer: determinism, resume after a kill, early
+stopping, plug-ins, test never read for selection."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def ds():
 
 
 def quick(**kw) -> TrainConfig:
-    return TrainConfig(**{"epochs": 8, "batch_size": 256, "lr": 0.01, "progress": False, "device": "cpu", **kw})
+    return TrainConfig(**{"epochs": 8, "batch_size": 256, "lr": 0.01, "progress": False,
+                          "device": "cpu", **kw})
 
 
 def trained(name, ds, config, plugins=(), **kw):
@@ -69,21 +71,26 @@ def test_resume_in_process_equals_uninterrupted(ds, tmp_path):
 
 
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
-    """Kill a real `mmrobust train` process mid-run, re-run it, compare with an uninterrupted run."""
+    """Kill a real `mmrobust train` process mid-run,
+    re-run it, compare with an uninterrupted run."""
     big = make_synthetic(n_users=1500, n_items=800, per_user=40, seed=1, name="killme")
     folder = tmp_path / "killme"
-    inter = pd.DataFrame({"userID": np.r_[big.train.tocoo().row, big.valid.tocoo().row, big.test.tocoo().row],
-                          "itemID": np.r_[big.train.tocoo().col, big.valid.tocoo().col, big.test.tocoo().col]})
+    splits = [big.train.tocoo(), big.valid.tocoo(), big.test.tocoo()]
+    inter = pd.DataFrame({"userID": np.concatenate([s.row for s in splits]),
+                          "itemID": np.concatenate([s.col for s in splits])})
     inter["x_label"] = np.repeat([0, 1, 2], [big.train.nnz, big.valid.nnz, big.test.nnz])
     inter["rating"], inter["timestamp"] = 1, 0
     write_mmrec(folder, "killme", inter, big.features)
-    cmd = [sys.executable, "-m", "mmrobust.cli.main", "train", "--dataset", str(folder), "--model", "lightgcn",
+    cmd = [sys.executable, "-m", "mmrobust.cli.main", "train", "--dataset", str(folder), "--model",
+           "lightgcn",
            "--epochs", "14", "--device", "cpu", "--set", "patience=100", "--set", "batch_size=512"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    subprocess.run(cmd + ["--run-dir", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    subprocess.run(cmd + ["--run-dir", str(tmp_path / "full")], check=True, env=env,
+                   capture_output=True)
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(cmd + ["--run-dir", str(cut)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd + ["--run-dir", str(cut)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
         if (cut / "checkpoint.pt").exists():
@@ -180,4 +187,5 @@ def test_restore_last_keeps_the_final_epoch(ds):
     model, result = trained("mf", ds, quick(epochs=6, patience=1, lr=0.05, restore="last"))
     assert len(result.history) == 6 and result.best_epoch == 5 and not result.stopped_early
     from mmrobust.evaluation import evaluate
-    assert evaluate(model, ds, "valid")["recall@20"] == pytest.approx(result.history[-1]["valid_recall@20"])
+    recall = evaluate(model, ds, "valid")["recall@20"]
+    assert recall == pytest.approx(result.history[-1]["valid_recall@20"])

@@ -11,10 +11,8 @@ from mmrobust.data import Dataset, load_dataset, make_synthetic
 from mmrobust.evaluation import evaluate
 from mmrobust.models import build_model
 from mmrobust.training import TrainConfig, fit
-from mmrobust.utils import tune_allocator
 
 __version__ = "0.1.0"
-tune_allocator()
 
 __all__ = [
     "Dataset",

@@ -30,14 +30,16 @@ def deterministic_kernels() -> None:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Map ``auto``/``cpu``/``cuda``/``cuda:N`` to a torch device, failing clearly if CUDA is absent."""
+    """Map ``auto``/``cpu``/``cuda``/``cuda:N`` to a
+    torch device, failing clearly if CUDA is absent."""
     if isinstance(device, torch.device):
         return device
     name = str(device).lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' was requested but CUDA is not available on this machine; use 'cpu' or 'auto'")
+        raise ValueError(f"device '{device}' was requested but CUDA is not "
+                         "available on this machine; use 'cpu' or 'auto'")
     if name != "cpu" and not name.startswith("cuda"):
         raise ValueError(f"unknown device '{device}'; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return torch.device(name)
@@ -57,7 +59,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the user's group
+        # mkstemp's 0600 would hide results from the user's group
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -82,13 +85,18 @@ def tune_allocator(threshold: int = 1 << 30) -> bool:
 
     By default glibc serves every allocation above 32 MB with a fresh ``mmap``, so each
     batch's large temporaries (e.g. 3,000 gathered 4096-d feature rows) are page-faulted
-    in anew; on this 2-core machine that tripled the cost of a VBPR batch's gather.  Set
-    ``MMROBUST_MALLOC_TUNING=0`` to leave the allocator alone.  Returns whether it applied.
+    in anew; on this 2-core machine that tripled the cost of a VBPR batch's gather.
+
+    This changes malloc for the whole process, so ``import mmrobust`` does not call it: the
+    ``mmrobust`` command and the benchmark cells (and ``benchmarks/bench_training.py``) do at
+    start-up; library users may call it themselves.  Set ``MMROBUST_MALLOC_TUNING=0`` to
+    leave the allocator alone.  Returns whether it applied.
     """
     if os.environ.get("MMROBUST_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, threshold))
+        return (bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+                and bool(libc.mallopt(_M_TRIM_THRESHOLD, threshold)))
     except (OSError, AttributeError):
         return False

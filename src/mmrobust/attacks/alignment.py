@@ -32,10 +32,11 @@ def mapped_gradients(model: Recommender, features: Mapping[str, Tensor], pert: P
     probe = torch.zeros_like(rows, requires_grad=True)
     out = {}
     for m, grad in grads.items():
-        (vjp,) = torch.autograd.grad(rows, pert.deltas[m], probe, create_graph=True, allow_unused=True)
+        (vjp,) = torch.autograd.grad(rows, pert.deltas[m], probe, create_graph=True,
+                                     allow_unused=True)
         if vjp is None:
-            raise ValueError(f"{model.name}'s item representation does not read modality '{m}' at the "
-                             f"{pert.point} point, so its gradient cannot be aligned")
+            raise ValueError(f"{model.name}'s item representation does not read modality '{m}' "
+                             f"at the {pert.point} point, so its gradient cannot be aligned")
         (jvp,) = torch.autograd.grad(vjp, probe, grad, create_graph=True)
         out[m] = jvp
     return out
@@ -47,5 +48,6 @@ def alignment(model: Recommender, features: Mapping[str, Tensor], pert: Perturba
     if len(grads) < 2:
         raise ValueError("gradient alignment needs at least two perturbed modalities")
     mapped = mapped_gradients(model, features, pert, grads)
-    cosines = [F.cosine_similarity(mapped[a], mapped[b], dim=1, eps=1e-12) for a, b in combinations(mapped, 2)]
+    cosines = [F.cosine_similarity(mapped[a], mapped[b], dim=1, eps=1e-12)
+               for a, b in combinations(mapped, 2)]
     return torch.stack(cosines).mean(0)

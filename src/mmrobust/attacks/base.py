@@ -39,8 +39,10 @@ def objective_gradient(objective: Objective, pert: Perturbation, create_graph: b
     with torch.enable_grad():
         pert.requires_grad_()
         value = objective(pert)
-        grads = torch.autograd.grad(value, list(pert.deltas.values()), create_graph=create_graph, allow_unused=True)
-    out = {m: (g if g is not None else torch.zeros_like(d)) for (m, d), g in zip(pert.deltas.items(), grads, strict=True)}
+        grads = torch.autograd.grad(value, list(pert.deltas.values()), create_graph=create_graph,
+                                    allow_unused=True)
+    out = {m: (g if g is not None else torch.zeros_like(d))
+           for (m, d), g in zip(pert.deltas.items(), grads, strict=True)}
     return value.detach(), out
 
 
@@ -77,7 +79,8 @@ class Attack:
                 if dataset is None:
                     raise ValueError("the untargeted objective needs the dataset (its test split)")
                 objective = untargeted_objective(model, dataset, features, split, seed)
-            pert = Perturbation.zeros(model, features, self.budget, self.point, self.modalities, items)
+            pert = Perturbation.zeros(model, features, self.budget, self.point, self.modalities,
+                                      items)
             pert = self.run(objective, pert).detached()
         finally:
             model.train(was_training)
@@ -85,4 +88,5 @@ class Attack:
         return pert
 
     def describe(self) -> dict[str, object]:
-        return {"attack": self.name, "point": self.point, "modalities": self.modalities, **self.budget.model_dump()}
+        return {"attack": self.name, "point": self.point, "modalities": self.modalities,
+                **self.budget.model_dump()}

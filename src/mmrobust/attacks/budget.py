@@ -22,10 +22,13 @@ Norm = Literal["l2", "linf"]
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    eps: float | dict[str, float] = Field(0.05, description="r (relative) or ε (absolute); a dict sets it per modality")
+    eps: float | dict[str, float] = Field(0.05, description="r (relative) or ε (absolute); "
+                                                            "a dict sets it per modality")
     norm: Norm = Field("l2", description="norm of each row's perturbation")
-    relative: bool = Field(True, description="radius relative to the clean row's norm (else absolute)")
-    reference: Norm = Field("l2", description="norm of the clean row that a relative budget is a fraction of")
+    relative: bool = Field(True, description="radius relative to the clean "
+                                             "row's norm (else absolute)")
+    reference: Norm = Field("l2", description="norm of the clean row that a "
+                                              "relative budget is a fraction of")
 
     @field_validator("eps")
     @classmethod
@@ -38,7 +41,8 @@ class Budget(BaseModel):
     def eps_for(self, modality: str) -> float:
         if isinstance(self.eps, dict):
             if modality not in self.eps:
-                raise ValueError(f"the budget sets eps for {', '.join(self.eps)} but not for modality '{modality}'")
+                raise ValueError(f"the budget sets eps for {', '.join(self.eps)} "
+                                 f"but not for modality '{modality}'")
             return float(self.eps[modality])
         return float(self.eps)
 
@@ -46,7 +50,8 @@ class Budget(BaseModel):
         """Per-row radius [n_rows] for the clean rows of ``modality`` at the perturbation point."""
         eps = self.eps_for(modality)
         if not self.relative:
-            return torch.full((clean_rows.shape[0],), eps, dtype=clean_rows.dtype, device=clean_rows.device)
+            return torch.full((clean_rows.shape[0],), eps, dtype=clean_rows.dtype,
+                              device=clean_rows.device)
         return eps * row_norm(clean_rows.detach(), self.reference)
 
     def describe(self) -> str:
@@ -72,16 +77,20 @@ def project_rows(delta: Tensor, radius: Tensor, norm: Norm) -> Tensor:
 
 
 def steepest_direction(grad: Tensor, norm: Norm) -> Tensor:
-    """Per-row steepest-ascent direction of unit norm: g/‖g‖₂ (L2) or sign(g) (L∞); 0 where g = 0."""
+    """Per-row steepest-ascent direction of unit
+    norm: g/‖g‖₂ (L2) or sign(g) (L∞); 0 where g = 0."""
     if norm == "linf":
         return grad.sign()
     return grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
 def random_direction(shape: tuple[int, ...], norm: Norm, generator: torch.Generator,
-                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
-    """Random rows of unit norm: uniform on the L2 sphere, or random signs (a corner of the L∞ box)."""
+                     device: torch.device | str = "cpu",
+                     dtype: torch.dtype = torch.float32) -> Tensor:
+    """Random rows of unit norm: uniform on the L2
+    sphere, or random signs (a corner of the L∞ box)."""
     if norm == "linf":
-        return torch.randint(0, 2, shape, generator=generator, device="cpu").to(device, dtype) * 2 - 1
+        signs = torch.randint(0, 2, shape, generator=generator, device="cpu")
+        return signs.to(device, dtype) * 2 - 1
     g = torch.randn(shape, generator=generator, device="cpu").to(device, dtype)
     return g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)

@@ -41,7 +41,7 @@ def split_triples(dataset: Dataset, split: str = "test", seed: int = 0, negative
         keep = np.sort(rng.choice(len(users), size=sample, replace=False))
         users, pos = users[keep], pos[keep]
     users, pos = np.repeat(users, negatives), np.repeat(pos, negatives)
-    interacted = BPRSampler((dataset.train + dataset.valid + dataset.test).tocsr())
+    interacted = BPRSampler(dataset.interacted())
     neg = interacted.sample_negatives(users, rng)
     as_t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     return Triples(as_t(users), as_t(pos), as_t(neg))
@@ -59,7 +59,8 @@ class BPRObjective:
     loss.  FGSM uses the first draw either way.
     """
 
-    def __init__(self, model: Recommender, features: Mapping[str, Tensor], triples: Triples | Callable[[int], Triples]):
+    def __init__(self, model: Recommender, features: Mapping[str, Tensor],
+                 triples: Triples | Callable[[int], Triples]):
         self.model, self.features, self.triples = model, features, triples
         self.calls = 0
 
@@ -71,16 +72,20 @@ class BPRObjective:
         self.calls += 1
         feats, emb_delta = pert.inputs(self.model, self.features)
         emb = self.model.embed(feats, emb_delta)
-        return -F.logsigmoid(emb.pair_scores(t.users, t.pos) - emb.pair_scores(t.users, t.neg)).mean()
+        margin = emb.pair_scores(t.users, t.pos) - emb.pair_scores(t.users, t.neg)
+        return -F.logsigmoid(margin).mean()
 
 
-def untargeted_objective(model: Recommender, dataset: Dataset, features: Mapping[str, Tensor], split: str = "test",
+def untargeted_objective(model: Recommender, dataset: Dataset, features: Mapping[str, Tensor],
+                         split: str = "test",
                          seed: int = 0, negatives: int = 1, resample: bool = True,
                          sample: int | None = None) -> BPRObjective:
     """The untargeted attack objective: BPR over every (user, positive) pair of ``split`` with
     ``negatives`` sampled negatives each, redrawn at every evaluation when ``resample``."""
     device = model.device
     if not resample:
-        return BPRObjective(model, features, split_triples(dataset, split, seed, negatives, sample, device))
-    return BPRObjective(model, features, lambda k: split_triples(dataset, split, seed * 1_000_003 + k, negatives,
+        return BPRObjective(model, features,
+                            split_triples(dataset, split, seed, negatives, sample, device))
+    return BPRObjective(model, features,
+                        lambda k: split_triples(dataset, split, seed * 1_000_003 + k, negatives,
                                                                  sample, device))

@@ -29,11 +29,14 @@ class Perturbation:
     info: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def zeros(cls, model: Recommender, features: Mapping[str, Tensor], budget: Budget, point: str = "raw",
+    def zeros(cls, model: Recommender, features: Mapping[str, Tensor], budget: Budget,
+              point: str = "raw",
               modalities: Sequence[str] | None = None, items: Tensor | None = None) -> Perturbation:
-        """A zero perturbation of ``modalities`` (default: all the model reads) for ``items`` (default: all)."""
+        """A zero perturbation of ``modalities`` (default:
+        all the model reads) for ``items`` (default: all)."""
         if point not in PERTURBATION_POINTS:
-            raise ValueError(f"unknown perturbation point '{point}'; use one of {', '.join(PERTURBATION_POINTS)}")
+            raise ValueError(f"unknown perturbation point '{point}'; use "
+                             f"one of {', '.join(PERTURBATION_POINTS)}")
         names = tuple(modalities) if modalities else model.modalities
         if not names:
             raise ValueError(f"{model.name} reads no item features, so there is nothing to perturb")
@@ -56,8 +59,8 @@ class Perturbation:
         return self
 
     def detached(self) -> Perturbation:
-        return Perturbation(self.point, {m: d.detach() for m, d in self.deltas.items()}, self.radius, self.budget,
-                            self.items, dict(self.info))
+        return Perturbation(self.point, {m: d.detach() for m, d in self.deltas.items()},
+                            self.radius, self.budget, self.items, dict(self.info))
 
     def requires_grad_(self) -> Perturbation:
         for m, delta in self.deltas.items():
@@ -77,7 +80,8 @@ class Perturbation:
 
     def inputs(self, model: Recommender, features: Mapping[str, Tensor]
                ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-        """``(features, embedding_delta)`` to pass to ``model.embed`` (differentiable in the deltas)."""
+        """``(features, embedding_delta)`` to pass to
+        ``model.embed`` (differentiable in the deltas)."""
         if self.point == "raw":
             feats = dict(features)
             for m, delta in self.deltas.items():
@@ -85,14 +89,16 @@ class Perturbation:
             return feats, None
         emb_delta = {}
         for m, delta in self.deltas.items():
-            base = torch.zeros(model.perturbation_shape("embedding", m), dtype=delta.dtype, device=delta.device)
+            base = torch.zeros(model.perturbation_shape("embedding", m), dtype=delta.dtype,
+                               device=delta.device)
             emb_delta[m] = _scatter_add(base, delta, self.items)
         return dict(features), emb_delta
 
 
 def clean_rows(model: Recommender, features: Mapping[str, Tensor], modality: str, point: str,
                items: Tensor | None = None) -> Tensor:
-    """The clean rows of ``modality`` at ``point``: raw features, or g^m(x) at the embedding point."""
+    """The clean rows of ``modality`` at ``point``:
+    raw features, or g^m(x) at the embedding point."""
     x = features[modality] if items is None else features[modality].index_select(0, items)
     if point == "raw":
         return x.detach()

@@ -15,11 +15,13 @@ from mmrobust.attacks.perturbation import Perturbation
 class PGD(Attack):
     name = "pgd"
 
-    def __init__(self, budget=None, point: str = "raw", modalities=None, steps: int = 10, step_scale: float = 2.5,
+    def __init__(self, budget=None, point: str = "raw", modalities=None, steps: int = 10,
+                 step_scale: float = 2.5,
                  random_start: bool = False, restarts: int = 1, seed: int = 0):
         super().__init__(budget, point, modalities)
         if steps < 1 or restarts < 1:
-            raise ValueError(f"PGD needs steps ≥ 1 and restarts ≥ 1 (got steps={steps}, restarts={restarts})")
+            raise ValueError("PGD needs steps ≥ 1 and restarts ≥ 1 "
+                             f"(got steps={steps}, restarts={restarts})")
         self.steps, self.step_scale = steps, step_scale
         self.random_start, self.restarts, self.seed = random_start or restarts > 1, restarts, seed
 
@@ -28,7 +30,8 @@ class PGD(Attack):
             if not self.random_start:
                 pert.deltas[m] = torch.zeros_like(delta)
                 continue
-            direction = random_direction(tuple(delta.shape), pert.budget.norm, generator, delta.device, delta.dtype)
+            direction = random_direction(tuple(delta.shape), pert.budget.norm, generator,
+                                         delta.device, delta.dtype)
             u = torch.rand(delta.shape[0], 1, generator=generator).to(delta.device, delta.dtype)
             if pert.budget.norm == "linf":
                 u = torch.rand(delta.shape, generator=generator).to(delta.device, delta.dtype)
@@ -46,7 +49,8 @@ class PGD(Attack):
                 value, grads = objective_gradient(objective, pert)
                 history.append(float(value))
                 for m, delta in pert.deltas.items():
-                    step = alpha * pert.radius[m].unsqueeze(1) * steepest_direction(grads[m], pert.budget.norm)
+                    direction = steepest_direction(grads[m], pert.budget.norm)
+                    step = alpha * pert.radius[m].unsqueeze(1) * direction
                     pert.deltas[m] = delta.detach() + step
                 pert.project()
             final = float(objective_gradient(objective, pert)[0])

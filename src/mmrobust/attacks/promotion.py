@@ -43,22 +43,28 @@ class PromotionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_interactions: int = Field(5, ge=0, description="targets have exactly this many training interactions")
+    n_interactions: int = Field(5, ge=0, description="targets have exactly this "
+                                                     "many training interactions")
     n_targets: int = Field(100, ge=1, description="how many targets")
     selection: Literal["unpopular", "uniform", "popular"] = Field(
-        "unpopular", description="unpopular: exactly n_interactions; uniform: any item; popular: the most popular")
-    attack_share: float = Field(0.4, gt=0, lt=1, description="share of users in the attack set A (rest held out)")
+        "unpopular", description="unpopular: exactly n_interactions; uniform: "
+                                 "any item; popular: the most popular")
+    attack_share: float = Field(0.4, gt=0, lt=1, description="share of users in the "
+                                                             "attack set A (rest held out)")
     k: int = Field(50, ge=1, description="K of the top-K threshold τ in the utility")
     surrogate: Literal["logsigmoid", "relu"] = Field("logsigmoid", description="h in the utility")
-    margin: float | None = Field(None, description="m of the relu surrogate (default 1 for PGD, 10 for FGSM)")
+    margin: float | None = Field(None, description="m of the relu surrogate "
+                                                   "(default 1 for PGD, 10 for FGSM)")
     beta: float = Field(0.0, ge=0, description="weight of the gradient-alignment term")
-    target_batch: int = Field(25, ge=1, description="targets attacked together when the model is item-local")
+    target_batch: int = Field(25, ge=1, description="targets attacked together "
+                                                    "when the model is item-local")
     seed: int = Field(0, description="seed of target and attack-user selection")
 
 
-def select_targets(dataset: Dataset, n_interactions: int = 5, count: int = 100, selection: str = "unpopular",
-                   seed: int = 0) -> tuple[np.ndarray, str]:
-    """Target item ids and a note saying what was used (fewer than ``count`` when too few qualify)."""
+def select_targets(dataset: Dataset, n_interactions: int = 5, count: int = 100,
+                   selection: str = "unpopular", seed: int = 0) -> tuple[np.ndarray, str]:
+    """Target item ids and a note saying what was
+    used (fewer than ``count`` when too few qualify)."""
     pop = dataset.item_popularity()
     rng = np.random.default_rng([seed, 104729])
     if selection == "popular":
@@ -71,7 +77,8 @@ def select_targets(dataset: Dataset, n_interactions: int = 5, count: int = 100, 
         pool = np.flatnonzero(pop == n_interactions)
         note = f"items with exactly {n_interactions} training interactions"
     else:
-        raise ValueError(f"unknown target selection '{selection}'; use unpopular, uniform or popular")
+        raise ValueError(f"unknown target selection '{selection}'; "
+                         "use unpopular, uniform or popular")
     if len(pool) == 0:
         raise ValueError(f"dataset '{dataset.name}' has no {note}; choose another n_interactions")
     chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
@@ -80,8 +87,10 @@ def select_targets(dataset: Dataset, n_interactions: int = 5, count: int = 100, 
     return chosen, f"{len(chosen)} {note}"
 
 
-def split_users(dataset: Dataset, share: float = 0.4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(attack users A, held-out users): a random ``share`` of the users with training data, by seed."""
+def split_users(dataset: Dataset, share: float = 0.4,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(attack users A, held-out users): a random
+    ``share`` of the users with training data, by seed."""
     users = np.flatnonzero(dataset.train.getnnz(axis=1) > 0)
     rng = np.random.default_rng([seed, 15485863])
     chosen = rng.random(len(users)) < share
@@ -93,14 +102,17 @@ def topk_excluding(scores: Tensor, excluded: Tensor, k: int) -> Tensor:
     return torch.topk(scores.masked_fill(excluded, -torch.inf), k, dim=1).values
 
 
-def per_target_threshold(others_topk: Tensor, target_clean: Tensor, target_excluded: Tensor, k: int) -> Tensor:
+def per_target_threshold(others_topk: Tensor, target_clean: Tensor, target_excluded: Tensor,
+                         k: int) -> Tensor:
     """τ[u, t] = K-th highest among the non-target top-K values and the *other* targets' clean
     scores (targets the user trained on excluded): [U, T]."""
     n_users, n_targets = target_clean.shape
     others = target_clean.masked_fill(target_excluded, -torch.inf)
     cand = others.unsqueeze(1).expand(n_users, n_targets, n_targets).clone()
-    cand[:, torch.arange(n_targets), torch.arange(n_targets)] = -torch.inf  # a target is not its own competitor
-    pool = torch.cat([others_topk.unsqueeze(1).expand(n_users, n_targets, others_topk.shape[1]), cand], 2)
+    # a target is not its own competitor
+    cand[:, torch.arange(n_targets), torch.arange(n_targets)] = -torch.inf
+    others = others_topk.unsqueeze(1).expand(n_users, n_targets, others_topk.shape[1])
+    pool = torch.cat([others, cand], 2)
     return torch.topk(pool, k, dim=2).values[:, :, -1]
 
 
@@ -113,8 +125,10 @@ class PromotionObjective:
 
     chunk = 2048  # users scored at once when computing τ
 
-    def __init__(self, model: Recommender, dataset: Dataset, features: Mapping[str, Tensor], targets: Tensor,
-                 users: Tensor, config: PromotionConfig, margin: float, point: str, fixed_threshold: bool):
+    def __init__(self, model: Recommender, dataset: Dataset, features: Mapping[str, Tensor],
+                 targets: Tensor,
+                 users: Tensor, config: PromotionConfig, margin: float, point: str,
+                 fixed_threshold: bool):
         self.model, self.features, self.targets, self.users = model, features, targets, users
         self.config, self.margin, self.point = config, margin, point
         train = dataset.train[users.cpu().numpy()]
@@ -128,8 +142,8 @@ class PromotionObjective:
     def _threshold(self, pert: Perturbation | None) -> Tensor:
         """τ from the current model (the perturbed one when ``pert`` is given)."""
         with torch.no_grad():
-            feats, emb_delta = (pert.detached().inputs(self.model, self.features) if pert is not None
-                                else (self.features, None))
+            feats, emb_delta = (pert.detached().inputs(self.model, self.features)
+                                if pert is not None else (self.features, None))
             emb = self.model.embed(feats, emb_delta)
             taus = []
             for start in range(0, len(self.users), self.chunk):
@@ -137,10 +151,12 @@ class PromotionObjective:
                 scores = emb.full_scores(self.users[rows])
                 mask = torch.zeros_like(scores, dtype=torch.bool)
                 coo = self.train_rows[rows].tocoo()
-                mask[torch.from_numpy(coo.row).to(mask.device), torch.from_numpy(coo.col).to(mask.device)] = True
+                mask[torch.from_numpy(coo.row).to(mask.device),
+                     torch.from_numpy(coo.col).to(mask.device)] = True
                 mask[:, self.targets] = True
                 others = topk_excluding(scores, mask, self.config.k)
-                taus.append(per_target_threshold(others, scores[:, self.targets], self.excluded[rows], self.config.k))
+                taus.append(per_target_threshold(others, scores[:, self.targets],
+                                                 self.excluded[rows], self.config.k))
             return torch.cat(taus)
 
     def target_scores(self, pert: Perturbation) -> Tensor:
@@ -160,7 +176,8 @@ class PromotionObjective:
         if len(names) < 2:
             raise ValueError("gradient alignment needs at least two perturbed modalities")
         grads = torch.autograd.grad(value, [pert.deltas[m] for m in names], create_graph=True)
-        return alignment(self.model, self.features, pert, dict(zip(names, grads, strict=True))).sum()
+        return alignment(self.model, self.features, pert,
+                         dict(zip(names, grads, strict=True))).sum()
 
     def __call__(self, pert: Perturbation) -> Tensor:
         value = self.utility(pert)
@@ -183,23 +200,28 @@ class PromotionAttack:
         return 10.0 if self.attack.name == "fgsm" else 1.0
 
     def perturb(self, model: Recommender, dataset: Dataset, targets: Sequence[int] | np.ndarray,
-                users: Sequence[int] | np.ndarray, features: Mapping[str, Tensor] | None = None) -> Perturbation:
+                users: Sequence[int] | np.ndarray,
+                features: Mapping[str, Tensor] | None = None) -> Perturbation:
         """One perturbation holding a δ row per target (``items`` = targets)."""
         device = model.device
-        features = features if features is not None else dataset.feature_tensors(device, model.modalities)
+        if features is None:
+            features = dataset.feature_tensors(device, model.modalities)
         targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=device)
         users_t = torch.as_tensor(np.asarray(users), dtype=torch.long, device=device)
         batch = self.config.target_batch if model.item_local else 1
         parts = []
         for start in range(0, len(targets_t), batch):
             chunk = targets_t[start:start + batch]
-            objective = PromotionObjective(model, dataset, features, chunk, users_t, self.config, self.margin,
+            objective = PromotionObjective(model, dataset, features, chunk, users_t, self.config,
+                                           self.margin,
                                            self.attack.point, fixed_threshold=model.item_local)
-            parts.append(self.attack.perturb(model, dataset, features, objective=objective, items=chunk))
+            parts.append(self.attack.perturb(model, dataset, features, objective=objective,
+                                             items=chunk))
         first = parts[0]
-        merged = Perturbation(first.point, {m: torch.cat([p.deltas[m] for p in parts]) for m in first.deltas},
+        merged = Perturbation(first.point,
+                              {m: torch.cat([p.deltas[m] for p in parts]) for m in first.deltas},
                               {m: torch.cat([p.radius[m] for p in parts]) for m in first.radius},
                               first.budget, targets_t)
-        merged.info.update({"attack": self.attack.name, "beta": self.config.beta, "targets": len(targets_t),
-                            "batched": batch > 1})
+        merged.info.update({"attack": self.attack.name, "beta": self.config.beta,
+                            "targets": len(targets_t), "batched": batch > 1})
         return merged

@@ -21,6 +21,7 @@ class RandomNoise(Attack):
     def run(self, objective: Objective, pert: Perturbation) -> Perturbation:
         generator = torch.Generator().manual_seed(self.seed)
         for m, delta in pert.deltas.items():
-            direction = random_direction(tuple(delta.shape), pert.budget.norm, generator, delta.device, delta.dtype)
+            direction = random_direction(tuple(delta.shape), pert.budget.norm, generator,
+                                         delta.device, delta.dtype)
             pert.deltas[m] = pert.radius[m].unsqueeze(1) * direction
         return pert.project()

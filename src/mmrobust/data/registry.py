@@ -59,7 +59,8 @@ def _read_registry() -> dict[str, str]:
     try:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, ValueError):
-        raise DataError(f"the dataset registry {path} is not valid JSON; fix or delete it") from None
+        raise DataError(f"the dataset registry {path} is "
+                        "not valid JSON; fix or delete it") from None
 
 
 def list_datasets() -> list[DatasetEntry]:
@@ -83,7 +84,8 @@ def list_datasets() -> list[DatasetEntry]:
 
 
 def resolve_dataset(name: str) -> DatasetEntry:
-    """Find a dataset by name or folder path, or raise a :class:`DataError` listing the known names."""
+    """Find a dataset by name or folder path, or raise
+    a :class:`DataError` listing the known names."""
     as_path = Path(name).expanduser()
     if os.sep in name or as_path.is_dir():
         if not as_path.is_dir():
@@ -94,16 +96,18 @@ def resolve_dataset(name: str) -> DatasetEntry:
             return entry
     known = ", ".join(e.name for e in list_datasets())
     raise DataError(
-        f"unknown dataset '{name}'; known datasets: {known} (add folders with 'mmrobust data import DIR' "
-        "or list parent folders in MMROBUST_DATA_PATH)"
+        f"unknown dataset '{name}'; known datasets: {known} (add folders with "
+        "'mmrobust data import DIR' or list parent folders in MMROBUST_DATA_PATH)"
     )
 
 
 def build_dataset(name: str, force: bool = False, **options: object) -> Path:
-    """Build a built-in dataset into ``$MMROBUST_HOME/datasets/<name>`` (cached unless ``force``)."""
+    """Build a built-in dataset into
+    ``$MMROBUST_HOME/datasets/<name>`` (cached unless ``force``)."""
     builders = _builders()
     if name not in builders:
-        raise DataError(f"no builder for dataset '{name}'; buildable datasets: {', '.join(builders)}")
+        raise DataError(f"no builder for dataset '{name}'; "
+                        f"buildable datasets: {', '.join(builders)}")
     target = data_home() / "datasets" / name
     if target.is_dir() and not force:
         return target
@@ -111,7 +115,8 @@ def build_dataset(name: str, force: bool = False, **options: object) -> Path:
 
 
 def load_dataset(name: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset by name or folder (default: the built-in ``ml100k-meta``, built on first use)."""
+    """Load a dataset by name or folder (default: the
+    built-in ``ml100k-meta``, built on first use)."""
     name = str(name) if name is not None else DEFAULT_DATASET
     entry = resolve_dataset(name)
     path = entry.path if entry.path is not None else build_dataset(entry.name)
@@ -119,7 +124,8 @@ def load_dataset(name: str | os.PathLike | None = None) -> Dataset:
 
 
 def import_dataset(folder: str | Path, name: str | None = None) -> DatasetEntry:
-    """Validate an MMRec folder by loading it, then register it under ``name`` (default: folder name)."""
+    """Validate an MMRec folder by loading it, then
+    register it under ``name`` (default: folder name)."""
     folder = Path(folder).expanduser().resolve()
     find_inter_file(folder)
     load_mmrec(folder)

@@ -39,9 +39,11 @@ def make_synthetic(
     users = np.repeat(np.arange(n_users), per_user)
     items = chosen.reshape(-1)
     position = rng.permuted(np.tile(np.arange(per_user), (n_users, 1)), axis=1).reshape(-1)
-    labels = np.where(position < int(0.8 * per_user), 0, np.where(position < int(0.9 * per_user), 1, 2))
+    labels = np.where(position < int(0.8 * per_user), 0,
+                      np.where(position < int(0.9 * per_user), 1, 2))
     features = {}
-    for modality, (dims, snr) in (modalities if modalities is not None else DEFAULT_MODALITIES).items():
+    chosen = modalities if modalities is not None else DEFAULT_MODALITIES
+    for modality, (dims, snr) in chosen.items():
         signal = q @ rng.standard_normal((n_factors, dims)) / np.sqrt(n_factors)
         sigma = np.sqrt(signal.var() / snr)
         features[modality] = (signal + sigma * rng.standard_normal(signal.shape)).astype(np.float32)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mmrobust.attacks import Budget, Perturbation, fgsm_from_gradient, objective_gradient, row_norm
 from mmrobust.attacks.perturbation import clean_rows
-from mmrobust.models import Batch, LossPlugin, Recommender, bpr_loss
+from mmrobust.models import Batch, LossPlugin, Needs, Recommender, bpr_loss
 
 
 class AdversarialConfig(BaseModel):
@@ -43,6 +43,7 @@ class AdversarialTraining(LossPlugin):
     """λ · L_BPR(x + δ) with δ an FGSM-L2 step on the batch's items, recomputed every batch."""
 
     name: ClassVar[str] = "adversarial"
+    needs: ClassVar[Needs] = Needs("adversarial training", routes=("direct",))
     Config: ClassVar[type[AdversarialConfig]] = AdversarialConfig
 
     def __init__(self, config: AdversarialConfig | None = None, **overrides: object):
@@ -53,9 +54,7 @@ class AdversarialTraining(LossPlugin):
         self._scale: dict[str, float] = {}
 
     def on_fit_start(self, model: Recommender, dataset: object) -> None:
-        if model.feature_route != "direct":
-            raise ValueError(f"{self.name} needs a model whose score reads the features directly; "
-                             f"{model.name} has feature route '{model.feature_route}' ({model.route_note})")
+        self.needs.check(model)
         if self.config.budget == "absolute_maxnorm":
             feats = dataset.feature_tensors("cpu", model.modalities)
             self._scale = {m: float(x.abs().max()) for m, x in feats.items()}

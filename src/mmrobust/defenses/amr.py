@@ -14,6 +14,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from mmrobust.defenses.adversarial import AdversarialConfig, AdversarialTraining
+from mmrobust.models import Needs
 
 
 class AMRConfig(AdversarialConfig):
@@ -23,4 +24,5 @@ class AMRConfig(AdversarialConfig):
 
 class AMR(AdversarialTraining):
     name = "amr"
+    needs = Needs("AMR adversarial training", routes=("direct",))
     Config = AMRConfig

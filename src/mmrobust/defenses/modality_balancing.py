@@ -34,7 +34,7 @@ from torch import Tensor
 
 from mmrobust.attacks import FGSM, Budget, split_triples
 from mmrobust.data import Dataset
-from mmrobust.models import Batch, LossPlugin, Recommender
+from mmrobust.models import Batch, LossPlugin, Needs, Recommender
 from mmrobust.models.base import dot, rows
 
 
@@ -75,6 +75,7 @@ def choose_sensitive_modality(model: Recommender, dataset: Dataset, budget: floa
 
 class ModalityBalancing(LossPlugin):
     name: ClassVar[str] = "modality-balancing"
+    needs: ClassVar[Needs] = Needs("modality balancing", routes=("direct",), min_modalities=2, parts=True)
     Config: ClassVar[type[ModalityBalancingConfig]] = ModalityBalancingConfig
 
     def __init__(self, config: ModalityBalancingConfig | None = None, **overrides: object):
@@ -85,9 +86,7 @@ class ModalityBalancing(LossPlugin):
         self.sensitive: str | None = None if self.config.sensitive == "auto" else self.config.sensitive
 
     def on_fit_start(self, model: Recommender, dataset: Dataset) -> None:
-        if model.feature_route != "direct" or len(model.modalities) < 2:
-            raise ValueError(f"modality balancing needs a model that scores two or more modalities directly; "
-                             f"{model.name} reads {', '.join(model.modalities) or 'no features'} ({model.route_note})")
+        self.needs.check(model)
         with torch.no_grad():
             parts = model.embed(dataset.feature_tensors(model.device, model.modalities)).parts
         if set(parts) != set(model.modalities):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from mmrobust.defenses.adversarial import AdversarialConfig, AdversarialTraining
+from mmrobust.models import Needs
 
 
 class UATConfig(AdversarialConfig):
@@ -22,4 +23,5 @@ class UATConfig(AdversarialConfig):
 
 class UAT(AdversarialTraining):
     name = "uat"
+    needs = Needs("UAT", routes=("direct",))
     Config = UATConfig

@@ -19,7 +19,7 @@ from torch import Tensor
 from mmrobust.attacks.alignment import alignment
 from mmrobust.defenses.adversarial import batch_bpr
 from mmrobust.defenses.uat import UAT, UATConfig
-from mmrobust.models import Batch, Recommender
+from mmrobust.models import Batch, Needs, Recommender
 
 
 class UATMCConfig(UATConfig):
@@ -28,6 +28,7 @@ class UATMCConfig(UATConfig):
 
 class UATMC(UAT):
     name = "uat-mc"
+    needs = Needs("UAT-MC", routes=("direct",))
     Config = UATMCConfig
 
     def noise_objective(self, model: Recommender, features: Mapping[str, Tensor], batch: Batch):

@@ -19,7 +19,8 @@ DEFAULT_KS = (5, 10, 20, 50)
 METRIC_NAMES = ("recall", "ndcg", "precision", "map", "hr")
 
 
-def per_user_topk_metrics(hits: Tensor, n_pos: Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Tensor]:
+def per_user_topk_metrics(hits: Tensor, n_pos: Tensor,
+                          ks: Sequence[int] = DEFAULT_KS) -> dict[str, Tensor]:
     """{``name@K``: tensor[B]} for every metric and K; ``hits`` is [B, ≥max(ks)]."""
     hits = hits.to(torch.float64)
     n_pos = n_pos.to(torch.float64)

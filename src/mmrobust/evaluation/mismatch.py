@@ -46,28 +46,34 @@ def per_user_gradients(model: Recommender, dataset: Dataset, target: int, users:
     device = model.device
     target_t = torch.tensor([target], device=device)
     users_t = torch.as_tensor(users, dtype=torch.long, device=device)
-    objective = PromotionObjective(model, dataset, features, target_t, users_t, config, 1.0, point, fixed_threshold=True)
-    pert = Perturbation.zeros(model, features, Budget(eps=1.0), point, None, target_t).requires_grad_()
+    objective = PromotionObjective(model, dataset, features, target_t, users_t, config, 1.0, point,
+                                   fixed_threshold=True)
+    pert = Perturbation.zeros(model, features, Budget(eps=1.0), point, None,
+                              target_t).requires_grad_()
     names, deltas = list(pert.deltas), list(pert.deltas.values())
     model.eval()
     with torch.enable_grad():
         if model.item_local:
             emb = model.embed(*pert.inputs(model, features))
             v = emb.item[target]
-            rows = [torch.autograd.grad(v, deltas, grad_outputs=basis, retain_graph=True, allow_unused=True)
+            rows = [torch.autograd.grad(v, deltas, grad_outputs=basis, retain_graph=True,
+                                        allow_unused=True)
                     for basis in torch.eye(v.shape[0], device=device)]
-            jac = {m: torch.stack([_dense(r[k], deltas[k])[0] for r in rows]) for k, m in enumerate(names)}
+            jac = {m: torch.stack([_dense(r[k], deltas[k])[0] for r in rows])
+                   for k, m in enumerate(names)}
             e_users = emb.user.index_select(0, users_t).detach()
             z = e_users @ v.detach() - objective.tau[:, 0]
             weight = _surrogate_slope(z, config.surrogate, 1.0)
             return {m: weight.unsqueeze(1) * (e_users @ jac[m]) for m in names}
-        losses = surrogate(objective.target_scores(pert)[:, 0] - objective.tau[:, 0], config.surrogate, 1.0)
+        losses = surrogate(objective.target_scores(pert)[:, 0] - objective.tau[:, 0],
+                           config.surrogate, 1.0)
         out: dict[str, list[Tensor]] = {m: [] for m in names}
         for start in range(0, len(users), chunk):
             n = min(chunk, len(users) - start)
             basis = torch.zeros(n, len(users), device=device)
             basis[torch.arange(n), torch.arange(start, start + n)] = 1.0
-            grads = torch.autograd.grad(losses, deltas, grad_outputs=basis, is_grads_batched=True, retain_graph=True)
+            grads = torch.autograd.grad(losses, deltas, grad_outputs=basis, is_grads_batched=True,
+                                        retain_graph=True)
             for m, g in zip(names, grads, strict=True):
                 out[m].append(g[:, 0, :].detach())
     return {m: torch.cat(v) for m, v in out.items()}
@@ -100,18 +106,22 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return len(sa & sb) / max(1, len(sa | sb))
 
 
-def mismatch_analysis(model: Recommender, dataset: Dataset, targets: Sequence[int], users: np.ndarray,
-                      budget: float = 0.05, top_share: float = 0.1, k_hr: int = 50, point: str = "raw",
+def mismatch_analysis(model: Recommender, dataset: Dataset, targets: Sequence[int],
+                      users: np.ndarray,
+                      budget: float = 0.05, top_share: float = 0.1, k_hr: int = 50,
+                      point: str = "raw",
                       config: PromotionConfig | None = None, gains: bool = True) -> pd.DataFrame:
-    """One row per (target, modality pair): Jaccard of the top users and, with ``gains``, HR@``k_hr``
-    on A before and after an FGSM promotion whose loss is built over U_m (each modality) or A."""
+    """One row per (target, modality pair): Jaccard of the top users and, with ``gains``,
+    HR@``k_hr`` on A before and after an FGSM promotion whose loss is built over U_m (each
+    modality) or A."""
     config = config or PromotionConfig()
     features = dataset.feature_tensors(model.device, model.modalities)
     k_users = max(1, int(round(top_share * len(users))))
     targets = [int(t) for t in targets]
     tops: list[dict[str, np.ndarray]] = []
     for target in tqdm(targets, desc="per-user gradients", disable=None):
-        contrib = directional_contributions(per_user_gradients(model, dataset, target, users, features, config, point))
+        contrib = directional_contributions(per_user_gradients(model, dataset, target, users,
+                                                               features, config, point))
         tops.append({m: top_users(c, users, k_users) for m, c in contrib.items()})
     rows = [{"target": t, "pair": f"{a}-{b}", "jaccard": jaccard(top[a], top[b]), "top_k": k_users}
             for t, top in zip(targets, tops, strict=True) for a, b in combinations(top, 2)]
@@ -122,18 +132,22 @@ def mismatch_analysis(model: Recommender, dataset: Dataset, targets: Sequence[in
     table[f"hr@{k_hr}_before"] = table.target.map(dict(zip(targets, before, strict=True)))
     for name in [f"U_{m}" for m in tops[0]] + ["A"]:
         subsets = [users if name == "A" else top[name[2:]] for top in tops]
-        after = _hits_after_promotion(model, dataset, targets, subsets, users, features, budget, point, config, k_hr)
+        after = _hits_after_promotion(model, dataset, targets, subsets, users, features, budget,
+                                      point, config, k_hr)
         table[f"hr@{k_hr}_after_{name}"] = table.target.map(dict(zip(targets, after, strict=True)))
     return table
 
 
-def _hits_after_promotion(model, dataset, targets, subsets, users, features, budget, point, config, k_hr) -> np.ndarray:
+def _hits_after_promotion(model, dataset, targets, subsets, users, features, budget, point, config,
+                          k_hr) -> np.ndarray:
     """HR@k on ``users`` of every target after an FGSM promotion built over its own user subset."""
     attack = PromotionAttack(FGSM(Budget(eps=budget), point=point), config)
-    parts = [attack.perturb(model, dataset, [t], subset, features) for t, subset in zip(targets, subsets, strict=True)]
-    merged = Perturbation(parts[0].point, {m: torch.cat([p.deltas[m] for p in parts]) for m in parts[0].deltas},
-                          {m: torch.cat([p.radius[m] for p in parts]) for m in parts[0].radius}, parts[0].budget,
-                          torch.cat([p.items for p in parts]))
+    parts = [attack.perturb(model, dataset, [t], subset, features)
+             for t, subset in zip(targets, subsets, strict=True)]
+    merged = Perturbation(parts[0].point,
+                          {m: torch.cat([p.deltas[m] for p in parts]) for m in parts[0].deltas},
+                          {m: torch.cat([p.radius[m] for p in parts]) for m in parts[0].radius},
+                          parts[0].budget, torch.cat([p.items for p in parts]))
     return target_hits(model, dataset, targets, users, merged, features, ks=(k_hr,))[k_hr]
 
 

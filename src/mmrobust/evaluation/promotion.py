@@ -22,7 +22,8 @@ from mmrobust.models import Recommender
 PROMOTION_KS = (10, 20, 50, 100)
 
 
-def _rank_counts(scores: Tensor, train_mask: Tensor, targets: Tensor, target_scores: Tensor) -> Tensor:
+def _rank_counts(scores: Tensor, train_mask: Tensor, targets: Tensor,
+                 target_scores: Tensor) -> Tensor:
     """#{eligible j ≠ t : score_uj ≥ s_ut} for every (user row, target), [B, T]."""
     masked = scores.masked_fill(train_mask, -torch.inf)
     ordered = torch.sort(masked, dim=1).values
@@ -37,9 +38,11 @@ def _rank_counts(scores: Tensor, train_mask: Tensor, targets: Tensor, target_sco
 def target_hits(model: Recommender, dataset: Dataset, targets: Sequence[int], users: Sequence[int],
                 pert: Perturbation | None = None, features: Mapping[str, Tensor] | None = None,
                 ks: Sequence[int] = PROMOTION_KS, chunk: int = 1024) -> dict[int, np.ndarray]:
-    """{K: hit-rate per target [T]} over ``users``; with ``pert``, each target carries only its own δ."""
+    """{K: hit-rate per target [T]} over ``users``;
+    with ``pert``, each target carries only its own δ."""
     device = model.device
-    features = features if features is not None else dataset.feature_tensors(device, model.modalities)
+    if features is None:
+        features = dataset.feature_tensors(device, model.modalities)
     targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=device)
     users = np.asarray(users)
     trained = dataset.train[users][:, np.asarray(targets)].toarray() > 0  # [U, T]
@@ -47,12 +50,13 @@ def target_hits(model: Recommender, dataset: Dataset, targets: Sequence[int], us
     model.eval()
     with torch.no_grad():
         if pert is None or model.item_local:
-            _fill_counts(model, dataset, features, pert, users, targets_t, slice(None), counts, chunk)
+            _fill_counts(model, dataset, features, pert, users, targets_t, slice(None), counts,
+                         chunk)
         else:
             for col in range(len(targets_t)):
                 single = _single_target(pert, col)
-                _fill_counts(model, dataset, features, single, users, targets_t[col:col + 1], slice(col, col + 1),
-                             counts, chunk)
+                _fill_counts(model, dataset, features, single, users, targets_t[col:col + 1],
+                             slice(col, col + 1), counts, chunk)
     eligible = ~trained
     out = {}
     for k in ks:
@@ -63,7 +67,8 @@ def target_hits(model: Recommender, dataset: Dataset, targets: Sequence[int], us
 
 def _single_target(pert: Perturbation, col: int) -> Perturbation:
     return Perturbation(pert.point, {m: d[col:col + 1] for m, d in pert.deltas.items()},
-                        {m: r[col:col + 1] for m, r in pert.radius.items()}, pert.budget, pert.items[col:col + 1])
+                        {m: r[col:col + 1] for m, r in pert.radius.items()}, pert.budget,
+                        pert.items[col:col + 1])
 
 
 def _fill_counts(model, dataset, features, pert, users, targets_t, cols, counts, chunk) -> None:
@@ -81,25 +86,30 @@ def _fill_counts(model, dataset, features, pert, users, targets_t, cols, counts,
         target_scores = perturbed.user.index_select(0, rows_t) @ target_items.T
         sub = dataset.train[rows].tocoo()
         mask = torch.zeros_like(scores, dtype=torch.bool)
-        mask[torch.from_numpy(sub.row).to(mask.device), torch.from_numpy(sub.col).to(mask.device)] = True
+        mask[torch.from_numpy(sub.row).to(mask.device),
+             torch.from_numpy(sub.col).to(mask.device)] = True
         found = _rank_counts(scores, mask, targets_t.unsqueeze(0), target_scores)
         counts[start:start + len(rows), cols] = found.cpu().numpy()
 
 
-def promotion_report(before: dict[int, np.ndarray], after: dict[int, np.ndarray]) -> dict[int, dict[str, float]]:
+def promotion_report(before: dict[int, np.ndarray],
+                     after: dict[int, np.ndarray]) -> dict[int, dict[str, float]]:
     """Per K: mean HR before/after, RI (%) and the share of targets whose HR rose."""
     out = {}
     for k in before:
         b, a = float(before[k].mean()), float(after[k].mean())
         ri = (a / b - 1.0) * 100.0 if b > 0 else (float("inf") if a > 0 else 0.0)
-        out[k] = {"hr_before": b, "hr_after": a, "ri_percent": ri, "improved_share": float((after[k] > before[k]).mean())}
+        out[k] = {"hr_before": b, "hr_after": a, "ri_percent": ri,
+                  "improved_share": float((after[k] > before[k]).mean())}
     return out
 
 
-def promotion_table(targets: Sequence[int], hits: Mapping[str, dict[int, np.ndarray]]) -> pd.DataFrame:
+def promotion_table(targets: Sequence[int],
+                    hits: Mapping[str, dict[int, np.ndarray]]) -> pd.DataFrame:
     """Per-target hit rates as a tidy table: one row per (target, population/phase, K)."""
     rows = []
     for name, by_k in hits.items():
         for k, values in by_k.items():
-            rows += [{"target": int(t), "series": name, "k": k, "hr": float(v)} for t, v in zip(targets, values, strict=True)]
+            rows += [{"target": int(t), "series": name, "k": k, "hr": float(v)}
+                     for t, v in zip(targets, values, strict=True)]
     return pd.DataFrame(rows)

@@ -32,10 +32,13 @@ from mmrobust.models import Recommender
 UNTARGETED_ATTACKS = ("random", "fgsm", "pgd")
 
 
-def evaluate_perturbed(model: Recommender, dataset: Dataset, pert: Perturbation | None, split: str = "test",
-                       features: Mapping[str, Tensor] | None = None, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+def evaluate_perturbed(model: Recommender, dataset: Dataset, pert: Perturbation | None,
+                       split: str = "test",
+                       features: Mapping[str, Tensor] | None = None,
+                       ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Full-ranking metrics with the perturbation applied (clean when ``pert`` is None)."""
-    features = features if features is not None else dataset.feature_tensors(model.device, model.modalities)
+    if features is None:
+        features = dataset.feature_tensors(model.device, model.modalities)
     if pert is None:
         return evaluate(model, dataset, split, features, ks)
     with torch.no_grad():
@@ -43,26 +46,32 @@ def evaluate_perturbed(model: Recommender, dataset: Dataset, pert: Perturbation 
     return evaluate(model, dataset, split, feats, ks, embedding_delta=emb_delta)
 
 
-def untargeted_sweep(model: Recommender, dataset: Dataset, attacks: Sequence[str] = UNTARGETED_ATTACKS,
+def untargeted_sweep(model: Recommender, dataset: Dataset,
+                     attacks: Sequence[str] = UNTARGETED_ATTACKS,
                      budgets: Sequence[float] = (0.025, 0.05, 0.075, 0.1),
-                     modality_sets: Sequence[Sequence[str]] | None = None, norm: str = "l2", relative: bool = True,
+                     modality_sets: Sequence[Sequence[str]] | None = None, norm: str = "l2",
+                     relative: bool = True,
                      point: str = "raw", pgd_steps: int = 10, pgd_restarts: int = 1, seed: int = 0,
                      ks: Sequence[int] = (10, 20), sample: int | None = None, negatives: int = 1,
                      resample: bool = True) -> pd.DataFrame:
-    """Clean vs attacked metrics for every attack × budget × modality set (default: all modalities)."""
+    """Clean vs attacked metrics for every attack ×
+    budget × modality set (default: all modalities)."""
     unknown = [a for a in attacks if a not in UNTARGETED_ATTACKS]
     if unknown:
-        raise ValueError(f"unknown untargeted attack {', '.join(unknown)}; use {', '.join(UNTARGETED_ATTACKS)}")
+        raise ValueError(f"unknown untargeted attack {', '.join(unknown)}; "
+                         f"use {', '.join(UNTARGETED_ATTACKS)}")
     features = dataset.feature_tensors(model.device, model.modalities)
     clean = evaluate(model, dataset, "test", features, ks)
     sets = [tuple(s) for s in modality_sets] if modality_sets else [model.modalities]
     def objective():
-        return untargeted_objective(model, dataset, features, "test", seed, negatives, resample, sample)
+        return untargeted_objective(model, dataset, features, "test", seed, negatives, resample,
+                                    sample)
 
     model.eval()
     rows = []
     for mods in sets:
-        base = Perturbation.zeros(model, features, Budget(eps=1.0, norm=norm, relative=relative), point, mods)
+        base = Perturbation.zeros(model, features, Budget(eps=1.0, norm=norm, relative=relative),
+                                  point, mods)
         tick = time.perf_counter()
         _, grad = objective_gradient(objective(), base)
         grad_seconds = time.perf_counter() - tick
@@ -70,8 +79,10 @@ def untargeted_sweep(model: Recommender, dataset: Dataset, attacks: Sequence[str
             budget = Budget(eps=eps, norm=norm, relative=relative)
             for name in attacks:
                 tick = time.perf_counter()
-                pert = _craft(name, model, features, objective(), budget, point, mods, grad, pgd_steps, pgd_restarts, seed)
-                attack_seconds = time.perf_counter() - tick + (grad_seconds if name == "fgsm" else 0.0)
+                pert = _craft(name, model, features, objective(), budget, point, mods, grad,
+                              pgd_steps, pgd_restarts, seed)
+                attack_seconds = (time.perf_counter() - tick
+                                  + (grad_seconds if name == "fgsm" else 0.0))
                 attacked = evaluate_perturbed(model, dataset, pert, "test", features, ks)
                 norms = pert.norms()
                 for key, value in attacked.items():
@@ -79,13 +90,16 @@ def untargeted_sweep(model: Recommender, dataset: Dataset, attacks: Sequence[str
                     rows.append({"attack": name, "budget": eps, "norm": norm, "point": point,
                                  "modalities": "+".join(mods), "metric": metric, "k": int(k),
                                  "clean": clean[key], "attacked": value,
-                                 "drop": (clean[key] - value) / clean[key] if clean[key] else float("nan"),
+                                 "drop": ((clean[key] - value) / clean[key] if clean[key]
+                                          else float("nan")),
                                  "attack_seconds": attack_seconds,
-                                 "max_ratio_to_radius": max(n["max_ratio_to_radius"] for n in norms.values())})
+                                 "max_ratio_to_radius": max(n["max_ratio_to_radius"]
+                                                            for n in norms.values())})
     return pd.DataFrame(rows)
 
 
-def _craft(name, model, features, objective, budget, point, mods, grad, pgd_steps, pgd_restarts, seed) -> Perturbation:
+def _craft(name, model, features, objective, budget, point, mods, grad, pgd_steps, pgd_restarts,
+           seed) -> Perturbation:
     pert = Perturbation.zeros(model, features, budget, point, mods)
     if name == "fgsm":
         pert = fgsm_from_gradient(pert, grad)
@@ -93,7 +107,8 @@ def _craft(name, model, features, objective, budget, point, mods, grad, pgd_step
         return pert.detached()
     if name == "random":
         return RandomNoise(budget, point, mods, seed=seed).run(objective, pert).detached()
-    return PGD(budget, point, mods, steps=pgd_steps, restarts=pgd_restarts, seed=seed).run(objective, pert).detached()
+    pgd = PGD(budget, point, mods, steps=pgd_steps, restarts=pgd_restarts, seed=seed)
+    return pgd.run(objective, pert).detached()
 
 
 def masking_check(sweep: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
@@ -105,9 +120,11 @@ def masking_check(sweep: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
     keys = ["budget", "modalities", "metric", "k"]
     missing = {"fgsm", "pgd"} - set(sweep["attack"])
     if missing:
-        raise ValueError(f"the masking check needs FGSM and PGD rows; missing {', '.join(sorted(missing))}")
+        raise ValueError("the masking check needs FGSM and PGD rows; "
+                         f"missing {', '.join(sorted(missing))}")
     wide = sweep.pivot_table(index=keys, columns="attack", values="drop").reset_index()
     clean = sweep.groupby(keys)["clean"].first().reset_index()
-    out = wide[keys + ["fgsm", "pgd"]].rename(columns={"fgsm": "fgsm_drop", "pgd": "pgd_drop"}).merge(clean, on=keys)
+    out = wide[keys + ["fgsm", "pgd"]].rename(columns={"fgsm": "fgsm_drop",
+                                                       "pgd": "pgd_drop"}).merge(clean, on=keys)
     out["flagged"] = out["pgd_drop"] > factor * out["fgsm_drop"].clip(lower=0)
     return out

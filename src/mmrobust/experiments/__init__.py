@@ -1,36 +1,36 @@
-"""Experiments layer: typed configs, runs and their directories, the one-command benchmark
-(grid, executors, results store, report)."""
+"""Experiments layer: typed run configs, runs and their directories, the measurement
+registry (every number measured on a run), grid search, and the one-command benchmark
+(:mod:`mmrobust.experiments.benchmark`)."""
 
-from mmrobust.experiments.benchmark import BenchmarkConfig, load_benchmark
 from mmrobust.experiments.config import (
     ConfigError,
     RunConfig,
-    apply_overrides,
     load_run_config,
     parse_run_config,
 )
-from mmrobust.experiments.executors import RayExecutor, run_benchmark
-from mmrobust.experiments.runs import RESULT_COLUMNS, Run, evaluate_run, load_run, train_run
-from mmrobust.experiments.store import ResultsStore
+from mmrobust.experiments.measurements import MEASUREMENTS, Measurement, make_measurement, record
+from mmrobust.experiments.overrides import apply_overrides
+from mmrobust.experiments.results import RESULT_COLUMNS, ResultRow
+from mmrobust.experiments.runs import Run, evaluate_run, load_run, train_run
 from mmrobust.experiments.tune import TuneResult, parse_grid, tune
 
 __all__ = [
+    "MEASUREMENTS",
     "RESULT_COLUMNS",
-    "BenchmarkConfig",
     "ConfigError",
-    "RayExecutor",
-    "ResultsStore",
+    "Measurement",
+    "ResultRow",
     "Run",
     "RunConfig",
     "TuneResult",
     "apply_overrides",
     "evaluate_run",
-    "load_benchmark",
     "load_run",
     "load_run_config",
+    "make_measurement",
     "parse_grid",
     "parse_run_config",
-    "run_benchmark",
+    "record",
     "train_run",
     "tune",
 ]

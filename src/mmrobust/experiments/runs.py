@@ -22,7 +22,15 @@ from mmrobust.data import Dataset, load_dataset
 from mmrobust.defenses import make_defense
 from mmrobust.evaluation import evaluate, evaluate_sampled
 from mmrobust.experiments.config import RunConfig, load_run_config
-from mmrobust.models import Recommender, build_model, model_class
+from mmrobust.experiments.results import (
+    COORDINATES,
+    ResultRow,
+    metric_rows,
+    normalise,
+    rows_frame,
+    run_coordinates,
+)
+from mmrobust.models import Recommender, build_model
 from mmrobust.training import BEST, FitResult, fit, load_weights
 from mmrobust.utils import (
     atomic_path,
@@ -31,10 +39,6 @@ from mmrobust.utils import (
     seed_everything,
     torch_save_atomic,
 )
-
-RESULT_COLUMNS = ["dataset", "model", "feature_route", "defense", "defense_params", "attack", "attack_params", "budget", "norm",
-                  "point", "modalities", "seed", "split", "protocol", "population", "metric", "k", "value", "run_dir"]
-COORDINATES = [c for c in RESULT_COLUMNS if c != "value"]
 
 
 @dataclass
@@ -45,6 +49,11 @@ class Run:
     config: RunConfig
     dataset: Dataset
     model: Recommender
+
+    def write_results(self, rows: list[ResultRow]) -> pd.DataFrame:
+        """Merge result rows into the run's tidy table (a row with the coordinates of an
+        existing one replaces it)."""
+        return write_results(self.path, rows, replace=False)
 
 
 def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
@@ -65,35 +74,13 @@ def environment() -> dict[str, str]:
             "git_commit": commit or "unknown", "cuda": str(torch.cuda.is_available())}
 
 
-def tidy_rows(metrics: dict[str, float], split: str, coords: dict[str, object], protocol: str = "full",
-              population: str = "all") -> list[dict]:
-    """One row per ``name@K`` metric value, with the given coordinates."""
-    rows = []
-    for key, value in metrics.items():
-        name, _, k = key.partition("@")
-        rows.append({**coords, "split": split, "protocol": protocol, "population": population, "metric": name,
-                     "k": int(k) if k else None, "value": float(value)})
-    return rows
-
-
-def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.reindex(columns=RESULT_COLUMNS)
-    for col in ("budget", "value"):
-        frame[col] = frame[col].astype(float)
-    frame["k"] = frame["k"].astype("Int64")
-    frame["seed"] = frame["seed"].astype("Int64")
-    for col in set(RESULT_COLUMNS) - {"budget", "value", "k", "seed"}:
-        frame[col] = frame[col].astype(object).where(frame[col].notna(), None).astype("string")
-    return frame
-
-
-def write_results(run_dir: Path, rows: list[dict], replace: bool = True) -> pd.DataFrame:
+def write_results(run_dir: Path, rows: list[ResultRow], replace: bool = True) -> pd.DataFrame:
     """Write the run's tidy results; with ``replace`` False, merge into the existing table (a row
     with the same coordinates as an existing one replaces it)."""
-    frame = _normalise(pd.DataFrame(rows))
+    frame = rows_frame(rows)
     existing = run_dir / "results.parquet"
     if not replace and existing.exists():
-        frame = pd.concat([_normalise(pd.read_parquet(existing)), frame], ignore_index=True)
+        frame = pd.concat([normalise(pd.read_parquet(existing)), frame], ignore_index=True)
         frame = frame.drop_duplicates(subset=COORDINATES, keep="last").reset_index(drop=True)
     with atomic_path(run_dir / "results.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
@@ -102,15 +89,10 @@ def write_results(run_dir: Path, rows: list[dict], replace: bool = True) -> pd.D
     return frame
 
 
-def run_coordinates(config: RunConfig, dataset_name: str, run_dir: Path) -> dict[str, object]:
-    """The coordinates every result row of a run shares."""
-    defense_params = json.dumps({d.name: d.params for d in config.defenses}, sort_keys=True)
-    cls = model_class(config.model)
-    route = cls.route_of(cls.Config(**config.model_params))
-    return {"dataset": dataset_name, "model": config.model, "feature_route": route, "defense": config.defense_label(),
-            "defense_params": defense_params,
-            "attack": "none", "attack_params": "{}", "budget": 0.0, "norm": None, "point": None,
-            "modalities": None, "seed": config.train.seed, "run_dir": str(run_dir)}
+def fit_rows(config: RunConfig, dataset_name: str, run_dir: Path, result: FitResult) -> list[ResultRow]:
+    """The validation and test metrics of a finished training, as result rows."""
+    coords = run_coordinates(config, dataset_name, run_dir)
+    return metric_rows(result.valid, "valid", coords) + metric_rows(result.test, "test", coords)
 
 
 def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool = True,
@@ -142,23 +124,24 @@ def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool
                "resumed_from_epoch": result.resumed_from, "valid": result.valid, "test": result.test,
                "defense_notes": result.notes, "model_route": model.route_note, "dataset": dataset.summary()}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
-    coords = run_coordinates(config, dataset.name, run_dir)
-    write_results(run_dir, tidy_rows(result.valid, "valid", coords) + tidy_rows(result.test, "test", coords))
+    write_results(run_dir, fit_rows(config, dataset.name, run_dir, result))
     return run_dir, result
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> Run:
-    """Rebuild a run's dataset and model and load its best weights (``weights_only=True``)."""
+def load_run(run_dir: str | Path, device: str | None = "auto", dataset: Dataset | None = None) -> Run:
+    """A finished run's dataset and model with its best weights (``weights_only=True``);
+    ``device`` None: the run's own; ``dataset``: an already loaded copy of the run's dataset."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     if not (run_dir / BEST).exists():
         raise FileNotFoundError(f"{run_dir} has no {BEST}; the run has not finished an evaluation yet")
     config = load_run_config(run_dir / "config.yaml")
-    dataset = load_dataset(config.dataset)
+    dataset = dataset if dataset is not None else load_dataset(config.dataset)
     model = build_model(config.model, dataset, config.model_params)
-    dev = resolve_device(device)
+    dev = resolve_device(config.train.device if device is None else device)
     load_weights(model, run_dir / BEST, dev)
+    model.eval()
     return Run(run_dir, config, dataset, model.to(dev))
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from mmrobust.data import Dataset, load_dataset
 from mmrobust.experiments.config import ConfigError, RunConfig
+from mmrobust.experiments.overrides import parse_override
 from mmrobust.experiments.runs import train_run
 from mmrobust.utils import atomic_path
 
@@ -29,17 +30,16 @@ class TuneResult:
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """``["reg_weight=1e-4,1e-2", "n_layers=2,3"]`` → {"reg_weight": [1e-4, 1e-2], ...}."""
-    import yaml
-
+    """``["reg_weight=1e-4,1e-2", "train.lr=[0.001, 0.005]"]`` → {"reg_weight": [...], ...}
+    (the one ``key=value`` syntax of :mod:`~mmrobust.experiments.overrides`; a single value is
+    a grid of one)."""
     grid: dict[str, list[Any]] = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"grid entry '{item}' must look like key=v1,v2,...")
-        key, values = item.split("=", 1)
-        grid[key] = [yaml.safe_load(v) for v in values.split(",") if v != ""]
-        if not grid[key]:
+        path, value = parse_override(item, "reg_weight=1e-4,1e-2")
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v is None for v in values):
             raise ConfigError(f"grid entry '{item}' has no values")
+        grid[".".join(path)] = values
     return grid
 
 

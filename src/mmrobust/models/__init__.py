@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from mmrobust.data import Dataset
 from mmrobust.models.base import (
     FEATURE_ROUTES,
     PERTURBATION_POINTS,
@@ -24,38 +21,12 @@ from mmrobust.models.lightgcn import LightGCN
 from mmrobust.models.mf import MF
 from mmrobust.models.mmgcl import MMGCL
 from mmrobust.models.mmgcn import MMGCN
+from mmrobust.models.needs import ModelProfile, Needs, NotApplicable, profile_of, why_not
 from mmrobust.models.plugins import LossPlugin
 from mmrobust.models.popularity import Popularity
+from mmrobust.models.registry import ALIASES, MODELS, build_model, make_config, model_class
 from mmrobust.models.slmrec import SLMRec
 from mmrobust.models.vbpr import VBPR
-
-MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls
-    for cls in (Popularity, MF, LightGCN, VBPR, DUIF, MMGCN, GRCN, SLMRec, MMGCL, LATTICE, FREEDOM, BM3)
-}
-ALIASES = {"popularity": "pop", "mf-bpr": "mf", "bpr": "mf", "mfbpr": "mf"}
-
-
-def model_class(name: str) -> type[Recommender]:
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in MODELS:
-        raise ValueError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
-    return MODELS[key]
-
-
-def make_config(name: str, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any) -> ModelConfig:
-    """The typed config of model ``name`` from a config object or dict plus keyword overrides."""
-    cls = model_class(name)
-    values = config.model_dump() if isinstance(config, ModelConfig) else dict(config or {})
-    values.update(overrides)
-    return cls.Config(**values)
-
-
-def build_model(name: str, dataset: Dataset, config: ModelConfig | dict[str, Any] | None = None,
-                **overrides: Any) -> Recommender:
-    """Build model ``name`` for ``dataset``; unknown config keys raise a validation error naming them."""
-    return model_class(name)(dataset, make_config(name, config, **overrides))
-
 
 __all__ = [
     "ALIASES",
@@ -76,6 +47,9 @@ __all__ = [
     "LossPlugin",
     "MF",
     "ModelConfig",
+    "ModelProfile",
+    "Needs",
+    "NotApplicable",
     "MultimodalConfig",
     "Popularity",
     "Recommender",
@@ -84,4 +58,6 @@ __all__ = [
     "build_model",
     "make_config",
     "model_class",
+    "profile_of",
+    "why_not",
 ]

@@ -46,7 +46,8 @@ class ModelConfig(BaseModel):
 
 class MultimodalConfig(ModelConfig):
     modalities: list[str] | None = Field(
-        None, description="modalities the model reads (default: all of the dataset's); one name = unimodal variant"
+        None, description="modalities the model reads (default: all of "
+                          "the dataset's); one name = unimodal variant"
     )
 
 
@@ -82,7 +83,8 @@ class Embeddings:
         return dot(rows(self.user, users), rows(self.item, items))
 
     def modality_scores(self, users: Tensor, items: Tensor) -> dict[str, Tensor]:
-        """{m: s^m_ui} for every modality plus ``rest`` = ŷ − Σ_m s^m (ID part and cross-modal terms)."""
+        """{m: s^m_ui} for every modality plus ``rest`` = ŷ − Σ_m s^m (ID part and
+        cross-modal terms)."""
         out = {m: dot(rows(u, users), rows(i, items)) for m, (u, i) in self.parts.items()}
         out["rest"] = self.pair_scores(users, items) - sum(out.values(), torch.zeros(()))
         return out
@@ -94,7 +96,8 @@ class Embeddings:
 
 
 def rows(table: Tensor, index: Tensor) -> Tensor:
-    """``table[index]`` via ``index_select``, whose backward (index_add) is fast and deterministic on CPU."""
+    """``table[index]`` via ``index_select``, whose
+    backward (index_add) is fast and deterministic on CPU."""
     return table.index_select(0, index)
 
 
@@ -111,7 +114,8 @@ def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
 def l2_reg(*tensors: Tensor) -> Tensor:
     """Σ‖·‖² / (2·batch), the usual per-batch L2 penalty on embeddings."""
     batch = tensors[0].shape[0]
-    return sum((t.pow(2).sum() for t in tensors), torch.zeros((), device=tensors[0].device)) / (2 * batch)
+    total = sum((t.pow(2).sum() for t in tensors), torch.zeros((), device=tensors[0].device))
+    return total / (2 * batch)
 
 
 class Recommender(nn.Module):
@@ -135,6 +139,12 @@ class Recommender(nn.Module):
         """The feature route of this model under ``config`` (a setting may change it)."""
         return cls.feature_route
 
+    @classmethod
+    def parts_of(cls, config: ModelConfig) -> bool:
+        """Whether the score decomposes into per-modality parts s^m under ``config`` (every
+        model of the zoo whose score reads the features directly does; override otherwise)."""
+        return cls.route_of(config) == "direct"
+
     def __init__(self, dataset: Dataset, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -150,20 +160,23 @@ class Recommender(nn.Module):
         unknown = [m for m in wanted if m not in dataset.features]
         if unknown:
             raise ValueError(
-                f"{self.name} was asked for modality {', '.join(unknown)} but dataset '{dataset.name}' has "
-                f"{', '.join(dataset.modalities) or 'no features'}"
+                f"{self.name} was asked for modality {', '.join(unknown)} but dataset "
+                f"'{dataset.name}' has {', '.join(dataset.modalities) or 'no features'}"
             )
         if not wanted:
-            raise ValueError(f"{self.name} reads item features but dataset '{dataset.name}' has none")
+            raise ValueError(f"{self.name} reads item features but "
+                             f"dataset '{dataset.name}' has none")
         return tuple(wanted)
 
     def __deepcopy__(self, memo: dict) -> Recommender:
-        """Deep copy that shares the constant sparse operators (CSR tensors cannot be deep-copied)."""
+        """Deep copy that shares the constant sparse
+        operators (CSR tensors cannot be deep-copied)."""
         for module in self.modules():
             for value in list(module._buffers.values()) + list(vars(module).values()):
                 if isinstance(value, Tensor) and value.layout != torch.strided:
                     memo[id(value)] = value
-                elif isinstance(value, tuple) and any(isinstance(v, Tensor) and v.layout != torch.strided for v in value):
+                elif isinstance(value, tuple) and any(
+                        isinstance(v, Tensor) and v.layout != torch.strided for v in value):
                     memo[id(value)] = value
         clone = self.__class__.__new__(self.__class__)
         memo[id(self)] = clone
@@ -178,13 +191,15 @@ class Recommender(nn.Module):
         return torch.device("cpu")
 
     # ------------------------------------------------------------- contract
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         """User and item representations for all users and items."""
         raise NotImplementedError
 
     def encode_modality(self, modality: str, x: Tensor) -> Tensor:
         """g^m: raw feature rows of ``modality`` → that modality's item embeddings."""
-        raise NotImplementedError(f"{self.name} has no per-modality item encoder (it reads no features)")
+        raise NotImplementedError(f"{self.name} has no per-modality "
+                                  "item encoder (it reads no features)")
 
     def modality_embedding_dims(self) -> dict[str, int]:
         """Width of g^m's output per modality (the ``embedding`` perturbation point)."""
@@ -192,9 +207,11 @@ class Recommender(nn.Module):
 
     def perturbation_shape(self, point: str, modality: str) -> tuple[int, int]:
         if point not in PERTURBATION_POINTS:
-            raise ValueError(f"unknown perturbation point '{point}'; use one of {', '.join(PERTURBATION_POINTS)}")
+            raise ValueError(f"unknown perturbation point '{point}'; use "
+                             f"one of {', '.join(PERTURBATION_POINTS)}")
         if modality not in self.modalities:
-            raise ValueError(f"{self.name} does not read modality '{modality}' (it reads {', '.join(self.modalities) or 'none'})")
+            raise ValueError(f"{self.name} does not read modality '{modality}' "
+                             f"(it reads {', '.join(self.modalities) or 'none'})")
         dims = self.feature_dims if point == "raw" else self.modality_embedding_dims()
         return (self.n_items, dims[modality])
 
@@ -219,18 +236,21 @@ class Recommender(nn.Module):
         return bpr_loss(dot(u, i), dot(u, j)) + self.config.reg_weight * l2_reg(u, i, j)
 
     # ------------------------------------------------------------- checks
-    def check_inputs(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> None:
+    def check_inputs(self, features: Mapping[str, Tensor],
+                     embedding_delta: Mapping[str, Tensor] | None = None) -> None:
         for m in self.modalities:
             if m not in features:
-                raise ValueError(f"{self.name} needs feature matrix '{m}' but got {', '.join(features) or 'none'}")
+                raise ValueError(f"{self.name} needs feature matrix '{m}' "
+                                 f"but got {', '.join(features) or 'none'}")
             x = features[m]
             if x.dim() != 2 or tuple(x.shape) != (self.n_items, self.feature_dims[m]):
-                raise ValueError(f"feature matrix '{m}' has shape {tuple(x.shape)}; {self.name} expects "
-                                 f"{(self.n_items, self.feature_dims[m])}")
+                raise ValueError(f"feature matrix '{m}' has shape {tuple(x.shape)}; "
+                                 f"{self.name} expects {(self.n_items, self.feature_dims[m])}")
         for m, delta in (embedding_delta or {}).items():
             expected = self.perturbation_shape("embedding", m)
             if tuple(delta.shape) != expected:
-                raise ValueError(f"embedding perturbation for '{m}' has shape {tuple(delta.shape)}; expected {expected}")
+                raise ValueError(f"embedding perturbation for '{m}' has shape "
+                                 f"{tuple(delta.shape)}; expected {expected}")
 
 
 def xavier_parameter(*shape: int) -> nn.Parameter:

@@ -1,5 +1,6 @@
 """BM3 (Zhou, Zhou, Zhang, Sun, Miao, Li, WWW'23, "Bootstrap Latent Representations for
-Multi-modal Recommendation"), after MMRec's ``src/models/bm3.py`` and ``BM3.yaml`` (read, not copied).
+Multi-modal Recommendation"), after MMRec's ``src/models/bm3.py`` and ``BM3.yaml`` (read,
+not copied).
 
 Online representations: LightGCN on ID embeddings, h = mean_{l=0..L} Â^l [E_u; E_i], then
 h_u and h_i = h_i + E_i (the item ID embedding added once more, as MMRec), and per modality
@@ -37,10 +38,15 @@ from mmrobust.models.graph import bipartite_adjacency, sym_normalize, sym_spmm, 
 
 
 class BM3Config(MultimodalConfig):
-    reg_weight: float = Field(0.1, ge=0, description="λ_reg on (‖H_u‖_F + ‖H_i‖_F)/n_items (MMRec grid [0.1, 0.01]; authors' best on Baby 0.1)")
-    n_layers: int = Field(1, ge=0, description="LightGCN layers L (MMRec grid [1, 2]; authors' best on Baby/Sports 1)")
-    dropout: float = Field(0.5, ge=0, lt=1, description="dropout rate of the target views (MMRec grid [0.3, 0.5]; authors' best on Baby/Sports 0.5)")
-    cl_weight: float = Field(2.0, ge=0, description="λ_cl on the inter- and intra-modality alignment terms (MMRec default 2.0)")
+    reg_weight: float = Field(0.1, ge=0, description="λ_reg on (‖H_u‖_F + ‖H_i‖_F)/n_items (MMRec "
+                                                     "grid [0.1, 0.01]; authors' best on Baby 0.1)")
+    n_layers: int = Field(1, ge=0, description="LightGCN layers L (MMRec grid [1, "
+                                               "2]; authors' best on Baby/Sports 1)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout rate of the target views "
+                                                        "(MMRec grid [0.3, 0.5]; authors' "
+                                                        "best on Baby/Sports 0.5)")
+    cl_weight: float = Field(2.0, ge=0, description="λ_cl on the inter- and intra-modality "
+                                                    "alignment terms (MMRec default 2.0)")
 
 
 def _alignment(online: Tensor, target: Tensor) -> Tensor:
@@ -52,8 +58,9 @@ class BM3(Recommender):
     name = "bm3"
     Config = BM3Config
     feature_route = "training-only"
-    route_note = ("features enter only the training loss (the inter-/intra-modality alignment terms); the score "
-                  "⟨p(h_u), p(h_i)⟩ reads ID embeddings alone, so a feature perturbation at inference has no effect")
+    route_note = ("features enter only the training loss (the inter-/intra-modality "
+                  "alignment terms); the score ⟨p(h_u), p(h_i)⟩ reads ID embeddings "
+                  "alone, so a feature perturbation at inference has no effect")
     item_local = False
 
     def __init__(self, dataset: Dataset, config: BM3Config | None = None):
@@ -63,9 +70,12 @@ class BM3(Recommender):
         self.item_emb = xavier_parameter(self.n_items, d)
         self.predictor_weight = xavier_parameter(d, d)
         self.predictor_bias = nn.Parameter(torch.zeros(d))
-        self.proj_weight = nn.ParameterDict({m: xavier_parameter(d, self.feature_dims[m]) for m in self.modalities})
-        self.proj_bias = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in self.modalities})
-        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(dataset.train))), persistent=False)
+        self.proj_weight = nn.ParameterDict({m: xavier_parameter(d, self.feature_dims[m])
+                                             for m in self.modalities})
+        self.proj_bias = nn.ParameterDict({m: nn.Parameter(torch.zeros(d))
+                                           for m in self.modalities})
+        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(dataset.train))),
+                             persistent=False)
 
     def modality_embedding_dims(self) -> dict[str, int]:
         return {m: self.config.embedding_size for m in self.modalities}
@@ -86,7 +96,8 @@ class BM3(Recommender):
         out = total / (self.config.n_layers + 1)
         return out[: self.n_users], out[self.n_users:] + self.item_emb
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
         user, item = self.online()
         return Embeddings(self.predictor(user), self.predictor(item), {})

@@ -32,7 +32,9 @@ from mmrobust.models.content import LinearContent
 
 
 class DUIFConfig(MultimodalConfig):
-    reg_weight: float = Field(1e-4, ge=0, description="L2 weight on the batch's p_u, q_i, q_j (project default as VBPR; AMR paper grid 0…1)")
+    reg_weight: float = Field(1e-4, ge=0, description="L2 weight on the batch's p_u, "
+                                                      "q_i, q_j (project default as "
+                                                      "VBPR; AMR paper grid 0…1)")
 
 
 class DUIF(LinearContent, Recommender):
@@ -43,7 +45,8 @@ class DUIF(LinearContent, Recommender):
     name = "duif"
     Config = DUIFConfig
     feature_route = "direct"
-    route_note = "the item vector is E_m x_m summed over modalities, so features pass linearly straight into the score"
+    route_note = ("the item vector is E_m x_m summed over modalities, so features pass linearly "
+                  "straight into the score")
     item_local = True
 
     def __init__(self, dataset: Dataset, config: DUIFConfig | None = None):
@@ -53,7 +56,8 @@ class DUIF(LinearContent, Recommender):
         self.W = xavier_parameter(d, sum(self.feature_dims.values()))  # the paper's E
         self._init_blocks()
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
         parts = self._content(features, None, embedding_delta)
         item = sum(parts.values(), torch.zeros((), device=self.user_emb.device))

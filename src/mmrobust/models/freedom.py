@@ -66,13 +66,20 @@ from mmrobust.models.graph import (
 
 class FREEDOMConfig(MultimodalConfig):
     embedding_size: int = Field(64, gt=0, description="ID embedding size d (MMRec default 64)")
-    reg_weight: float = Field(1e-4, ge=0, description="weight of the projected-feature BPR terms, no L2 (MMRec reg_weight grid 0…1e-3; 1e-4 here)")
-    knn_k: int = Field(10, gt=0, description="neighbours per item in the frozen kNN graph (MMRec/paper default 10)")
+    reg_weight: float = Field(1e-4, ge=0, description="weight of the projected-feature "
+                                                      "BPR terms, no L2 (MMRec "
+                                                      "reg_weight grid 0…1e-3; 1e-4 here)")
+    knn_k: int = Field(10, gt=0, description="neighbours per item in the frozen "
+                                             "kNN graph (MMRec/paper default 10)")
     n_mm_layers: int = Field(1, ge=0, description="item–item graph layers (MMRec default 1)")
     n_ui_layers: int = Field(2, ge=0, description="user–item LightGCN layers (MMRec default 2)")
-    mm_image_weight: float = Field(0.1, ge=0, le=1, description="weight of the image kNN graph in the mix (MMRec default 0.1)")
-    dropout: float = Field(0.8, ge=0, lt=1, description="share of interactions pruned each epoch (MMRec grid [0.8, 0.9]; its first value)")
-    rebuild_graph_at_inference: bool = Field(False, description="rebuild the item kNN graph from the given features in eval mode (not in MMRec)")
+    mm_image_weight: float = Field(0.1, ge=0, le=1, description="weight of the image kNN graph "
+                                                                "in the mix (MMRec default 0.1)")
+    dropout: float = Field(0.8, ge=0, lt=1, description="share of interactions pruned each epoch "
+                                                        "(MMRec grid [0.8, 0.9]; its first value)")
+    rebuild_graph_at_inference: bool = Field(False, description="rebuild the item kNN graph "
+                                                                "from the given features in "
+                                                                "eval mode (not in MMRec)")
 
 
 def mix_weights(modalities: tuple[str, ...], image_weight: float) -> dict[str, float]:
@@ -90,8 +97,9 @@ class FREEDOM(Recommender):
     name = "freedom"
     Config = FREEDOMConfig
     feature_route = "graph"
-    route_note = ("features only build the item–item kNN graph, frozen when the model is built, and a training-loss term, so "
-                  "a feature perturbation does not reach the score at inference unless the graph is rebuilt "
+    route_note = ("features only build the item–item kNN graph, frozen when the model "
+                  "is built, and a training-loss term, so a feature perturbation does "
+                  "not reach the score at inference unless the graph is rebuilt "
                   "(rebuild_graph_at_inference); the score has no per-modality parts")
     item_local = False
 
@@ -108,20 +116,23 @@ class FREEDOM(Recommender):
         self.item_emb = xavier_parameter(self.n_items, d)
         self.trs = nn.ModuleDict()
         for m in self.modalities:
-            layer = nn.Linear(self.feature_dims[m], d)  # scored against e_u: MMRec's feat_embed_dim = d
+            # scored against e_u: MMRec's feat_embed_dim = d
+            layer = nn.Linear(self.feature_dims[m], d)
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
             self.trs[m] = layer
         self.weights = mix_weights(self.modalities, cfg.mm_image_weight)
         train = (dataset.train > 0).astype(np.float32).tocoo()
-        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(train.tocsr()))), persistent=False)
+        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(train.tocsr()))),
+                             persistent=False)
         # interactions and their pruning weights 1/√(d_u d_i)
         users, items = train.row.astype(np.int64), train.col.astype(np.int64)
         deg_u = np.bincount(users, minlength=self.n_users).astype(np.float64)
         deg_i = np.bincount(items, minlength=self.n_items).astype(np.float64)
         self.register_buffer("edge_users", torch.from_numpy(users), persistent=False)
         self.register_buffer("edge_items", torch.from_numpy(items), persistent=False)
-        self.register_buffer("edge_weight", torch.from_numpy((deg_u[users] * deg_i[items]) ** -0.5).float(),
+        self.register_buffer("edge_weight",
+                             torch.from_numpy((deg_u[users] * deg_i[items]) ** -0.5).float(),
                              persistent=False)
         self.register_buffer("masked_adj", None, persistent=False)
         with torch.no_grad():
@@ -133,7 +144,8 @@ class FREEDOM(Recommender):
         self.register_buffer("mm_adj_t", adj_t, persistent=False)
 
     # ------------------------------------------------------------- graphs
-    def build_item_graph(self, features: Mapping[str, Tensor], straight_through: bool = False) -> KnnGraph:
+    def build_item_graph(self, features: Mapping[str, Tensor],
+                         straight_through: bool = False) -> KnnGraph:
         """S = Σ_m w_m norm(kNN_k(cos(x_m))) with 0/1 edges; with ``straight_through`` the edge
         values are 1 + s − stopgrad(s) (s the cosine similarity), equal in value, differentiable."""
         graphs = []
@@ -165,7 +177,8 @@ class FREEDOM(Recommender):
         n = self.n_users + self.n_items
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            coo = torch.sparse_coo_tensor(index, torch.cat([values, values]), (n, n), check_invariants=False)
+            coo = torch.sparse_coo_tensor(index, torch.cat([values, values]), (n, n),
+                                          check_invariants=False)
             return coo.coalesce().to_sparse_csr()
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -185,7 +198,8 @@ class FREEDOM(Recommender):
 
     # ------------------------------------------------------------- forward
     def propagate(self, adj: Tensor, graph: KnnGraph | None = None) -> tuple[Tensor, Tensor]:
-        """(e_u, e_i) on the user–item adjacency ``adj`` with item graph ``graph`` (default: the frozen one)."""
+        """(e_u, e_i) on the user–item adjacency ``adj``
+        with item graph ``graph`` (default: the frozen one)."""
         h = self.item_emb
         for _ in range(self.config.n_mm_layers):
             h = spmm(self.mm_adj, h, self.mm_adj_t) if graph is None else graph.propagate(h)
@@ -197,10 +211,11 @@ class FREEDOM(Recommender):
         out = total / (self.config.n_ui_layers + 1)
         return out[: self.n_users], out[self.n_users:] + h
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
-        """Eval mode: the full user–item graph (MMRec's full_sort_predict) and the frozen item graph,
-        or one rebuilt from ``features`` with ``rebuild_graph_at_inference``; training mode: the
-        epoch's pruned graph.  ``embedding_delta`` (on the projections) reaches no score."""
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+        """Eval mode: the full user–item graph (MMRec's full_sort_predict) and the frozen item
+        graph, or one rebuilt from ``features`` with ``rebuild_graph_at_inference``; training mode:
+        the epoch's pruned graph.  ``embedding_delta`` (on the projections) reaches no score."""
         self.check_inputs(features, embedding_delta)
         if self.training:
             user, item = self.propagate(self._training_adj())
@@ -212,7 +227,8 @@ class FREEDOM(Recommender):
 
     def feature_bpr(self, user: Tensor, batch: Batch, features: Mapping[str, Tensor],
                     embedding_delta: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Σ_m BPR(⟨e_u, z^m_i⟩, ⟨e_u, z^m_j⟩) with z^m = g^m(x_m) (+ δ_m), ``user`` = e_u of the batch."""
+        """Σ_m BPR(⟨e_u, z^m_i⟩, ⟨e_u, z^m_j⟩) with z^m
+        = g^m(x_m) (+ δ_m), ``user`` = e_u of the batch."""
         uniq, inverse = torch.unique(torch.cat([batch.pos, batch.neg]), return_inverse=True)
         total = torch.zeros((), device=user.device)
         for m in self.modalities:
@@ -227,4 +243,5 @@ class FREEDOM(Recommender):
     def loss(self, batch: Batch, features: Mapping[str, Tensor]) -> Tensor:
         user, item = self.propagate(self._training_adj())
         u, i, j = rows(user, batch.users), rows(item, batch.pos), rows(item, batch.neg)
-        return bpr_loss(dot(u, i), dot(u, j)) + self.config.reg_weight * self.feature_bpr(u, batch, features)
+        return (bpr_loss(dot(u, i), dot(u, j))
+                + self.config.reg_weight * self.feature_bpr(u, batch, features))

@@ -34,14 +34,16 @@ def to_torch_csr(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> Ten
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
             torch.from_numpy(m.data), size=m.shape, device=device, check_invariants=False,
         )
 
 
 def _csr_matmul(adj: Tensor, dense: Tensor) -> Tensor:
     """adj @ dense; for CSR ``adj`` written straight into a fresh output (beta = 0: the output is
-    not read), which skips the zero fill and the extra copy of ``adj @ dense`` (half the time on CPU)."""
+    not read), which skips the zero fill and the extra copy of ``adj @ dense`` (half the time on
+    CPU)."""
     if adj.layout != torch.sparse_csr:
         return adj @ dense
     out = torch.empty(adj.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
@@ -152,22 +154,28 @@ class KnnGraph:
     @staticmethod
     def mix(graphs: list[KnnGraph]) -> KnnGraph:
         """The sum of graphs (neighbour slots concatenated)."""
-        return KnnGraph(torch.cat([g.indices for g in graphs], 1), torch.cat([g.values for g in graphs], 1))
+        return KnnGraph(torch.cat([g.indices for g in graphs], 1),
+                        torch.cat([g.values for g in graphs], 1))
 
     def to_csr(self, n: int) -> tuple[Tensor, Tensor]:
         """The graph, detached, as CSR matrices (A, Aᵀ) for :func:`spmm` — faster than gathering
         neighbour slots when the graph is constant; duplicate slots are summed."""
-        rows = torch.arange(self.indices.shape[0], device=self.indices.device).repeat_interleave(self.indices.shape[1])
+        rows = torch.arange(self.indices.shape[0], device=self.indices.device)
+        rows = rows.repeat_interleave(self.indices.shape[1])
         index = torch.stack([rows, self.indices.reshape(-1)])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            a = torch.sparse_coo_tensor(index, self.values.detach().reshape(-1), (n, n), check_invariants=False).coalesce()
+            a = torch.sparse_coo_tensor(index, self.values.detach().reshape(-1), (n, n),
+                                        check_invariants=False).coalesce()
             return a.to_sparse_csr(), a.t().coalesce().to_sparse_csr()
 
     def to_dense(self, n: int) -> Tensor:
-        dense = torch.zeros(self.indices.shape[0], n, dtype=self.values.dtype, device=self.values.device)
-        return dense.index_put_((torch.arange(self.indices.shape[0], device=self.indices.device).unsqueeze(1)
-                                 .expand_as(self.indices), self.indices), self.values, accumulate=True)
+        dense = torch.zeros(self.indices.shape[0], n, dtype=self.values.dtype,
+                            device=self.values.device)
+        return dense.index_put_((torch.arange(self.indices.shape[0],
+                                              device=self.indices.device).unsqueeze(1)
+                                 .expand_as(self.indices), self.indices), self.values,
+                                accumulate=True)
 
 
 def cosine_knn(x: Tensor, k: int, chunk: int = 2048, binary: bool = False) -> KnnGraph:

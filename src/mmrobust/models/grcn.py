@@ -71,11 +71,19 @@ from mmrobust.models.graph import normalize_rows
 
 
 class GRCNConfig(MultimodalConfig):
-    reg_weight: float = Field(1e-5, ge=0, description="weight of the ID/preference L2 terms (authors' code default; MMRec grid 1e-5…0.1)")
-    content_size: int = Field(64, gt=0, description="width of the projected content and user preferences (MMRec latent_embedding 64)")
-    n_routing: int = Field(0, ge=0, description="routing iterations; 0 = what MMRec's and the authors' code compute (their routing is a no-op), 3 = MMRec n_layers with the paper's routing")
-    weight_mode: Literal["confid", "max", "mean"] = Field("confid", description="how modality affinities combine into edge weights (MMRec default 'confid')")
-    pruning: bool = Field(True, description="relu on the edge weights, pruning negative edges (MMRec default true)")
+    reg_weight: float = Field(1e-5, ge=0, description="weight of the ID/preference "
+                                                      "L2 terms (authors' code "
+                                                      "default; MMRec grid 1e-5…0.1)")
+    content_size: int = Field(64, gt=0, description="width of the projected content and user "
+                                                    "preferences (MMRec latent_embedding 64)")
+    n_routing: int = Field(0, ge=0, description="routing iterations; 0 = what MMRec's and the "
+                                                "authors' code compute (their routing is a no-op), "
+                                                "3 = MMRec n_layers with the paper's routing")
+    weight_mode: Literal["confid", "max", "mean"] = Field(
+        "confid", description="how modality affinities combine into "
+                              "edge weights (MMRec default 'confid')")
+    pruning: bool = Field(True, description="relu on the edge weights, pruning "
+                                            "negative edges (MMRec default true)")
 
 
 # ---------------------------------------------------------------- bipartite edge ops
@@ -102,9 +110,11 @@ class _Bipartite:
         for name, array in (("edge_user", user_of_edge), ("edge_item", item_of_edge),
                             ("crow", r.indptr.astype(np.int64)), ("ccol", ccol),
                             ("user_csc", user_of_edge[perm]), ("perm", perm.astype(np.int64))):
-            module.register_buffer(f"_graph_{name}", torch.from_numpy(np.ascontiguousarray(array)), persistent=False)
+            module.register_buffer(f"_graph_{name}", torch.from_numpy(np.ascontiguousarray(array)),
+                                   persistent=False)
 
-    def __getattr__(self, name: str) -> Tensor:  # the index buffers live on the module (device moves)
+    # the index buffers live on the module (device moves)
+    def __getattr__(self, name: str) -> Tensor:
         module = self.__dict__.get("module")
         if module is None or name.startswith("__"):
             raise AttributeError(name)
@@ -115,37 +125,45 @@ class _Bipartite:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             if transpose:
-                return torch.sparse_csr_tensor(self.ccol, self.user_csc, values.index_select(0, self.perm),
+                return torch.sparse_csr_tensor(self.ccol, self.user_csc,
+                                               values.index_select(0, self.perm),
                                                size=(n_items, n_users), check_invariants=False)
-            return torch.sparse_csr_tensor(self.crow, self.edge_item, values, size=(n_users, n_items),
-                                           check_invariants=False)
+            return torch.sparse_csr_tensor(self.crow, self.edge_item, values,
+                                           size=(n_users, n_items), check_invariants=False)
 
-    def spmm(self, values: Tensor, dense: Tensor, transpose: bool = False, base: Tensor | None = None) -> Tensor:
-        """``base`` + R_v x (``transpose``: ``base`` + R_vᵀ x); the addition is fused into the product."""
+    def spmm(self, values: Tensor, dense: Tensor, transpose: bool = False,
+             base: Tensor | None = None) -> Tensor:
+        """``base`` + R_v x (``transpose``: ``base`` +
+        R_vᵀ x); the addition is fused into the product."""
         return _EdgeSpMM.apply(self, transpose, values, dense, base)
 
     def sddmm(self, a: Tensor, b: Tensor) -> Tensor:
         return _EdgeSDDMM.apply(self, a, b)
 
     def user_softmax(self, scores: Tensor) -> Tensor:
-        """Softmax of edge scores over each user's edges (the scores are cosines here, so exp needs no shift)."""
+        """Softmax of edge scores over each user's edges (the
+        scores are cosines here, so exp needs no shift)."""
         ex = scores.exp()
-        total = torch.zeros(self.shape[0], dtype=ex.dtype, device=ex.device).index_add(0, self.edge_user, ex)
+        total = torch.zeros(self.shape[0], dtype=ex.dtype, device=ex.device)
+        total = total.index_add(0, self.edge_user, ex)
         return ex / total.index_select(0, self.edge_user)
 
     def item_softmax(self, scores: Tensor) -> Tensor:
         """Softmax of edge scores over each item's edges."""
         ex = scores.exp()
-        total = torch.zeros(self.shape[1], dtype=ex.dtype, device=ex.device).index_add(0, self.edge_item, ex)
+        total = torch.zeros(self.shape[1], dtype=ex.dtype, device=ex.device)
+        total = total.index_add(0, self.edge_item, ex)
         return ex / total.index_select(0, self.edge_item)
 
 
 class _EdgeSpMM(torch.autograd.Function):
-    """base + R_v x (or base + R_vᵀ x); backward: ∂/∂x = R_vᵀ g (R_v g), ∂/∂v_e an edge inner product
-    (:class:`_EdgeSDDMM`), ∂/∂base = g.  Built from differentiable ops, so twice differentiable."""
+    """base + R_v x (or base + R_vᵀ x); backward: ∂/∂x = R_vᵀ g (R_v g), ∂/∂v_e an edge inner
+    product (:class:`_EdgeSDDMM`), ∂/∂base = g.  Built from differentiable ops, so twice
+    differentiable."""
 
     @staticmethod
-    def forward(ctx, graph: _Bipartite, transpose: bool, values: Tensor, dense: Tensor,  # type: ignore[override]
+    def forward(ctx, graph: _Bipartite, transpose: bool, values: Tensor,
+                dense: Tensor,  # type: ignore[override]
                 base: Tensor | None) -> Tensor:
         ctx.graph, ctx.transpose = graph, transpose
         ctx.save_for_backward(values, dense)
@@ -188,8 +206,9 @@ class GRCN(Recommender):
     name = "grcn"
     Config = GRCNConfig
     feature_route = "direct"
-    route_note = ("features pass through g^m into modality m's routed graph block of the concatenated score and, "
-                  "through the routing affinities, reweight and prune the edges of the ID graph")
+    route_note = ("features pass through g^m into modality m's routed graph "
+                  "block of the concatenated score and, through the routing "
+                  "affinities, reweight and prune the edges of the ID graph")
     item_local = False
 
     def __init__(self, dataset: Dataset, config: GRCNConfig | None = None):
@@ -198,9 +217,12 @@ class GRCN(Recommender):
         d, c = cfg.embedding_size, cfg.content_size
         self.graph = _Bipartite(self, dataset.train)
         self.id_embedding = xavier_parameter(self.n_users + self.n_items, d)
-        self.preference = nn.ParameterDict({m: xavier_parameter(self.n_users, c) for m in self.modalities})
-        self.proj_weight = nn.ParameterDict({m: xavier_parameter(c, self.feature_dims[m]) for m in self.modalities})
-        self.proj_bias = nn.ParameterDict({m: nn.Parameter(torch.zeros(c)) for m in self.modalities})
+        self.preference = nn.ParameterDict({m: xavier_parameter(self.n_users, c)
+                                            for m in self.modalities})
+        self.proj_weight = nn.ParameterDict({m: xavier_parameter(c, self.feature_dims[m])
+                                             for m in self.modalities})
+        self.proj_bias = nn.ParameterDict({m: nn.Parameter(torch.zeros(c))
+                                           for m in self.modalities})
         self.confidence = (xavier_parameter(self.n_users + self.n_items, len(self.modalities))
                            if cfg.weight_mode == "confid" else None)
 
@@ -212,7 +234,8 @@ class GRCN(Recommender):
         """g^m(x) = leaky_relu(W_m x + b_m), MMRec's CGCN projection (before normalisation)."""
         return F.leaky_relu(F.linear(x, self.proj_weight[modality], self.proj_bias[modality]))
 
-    def modality_graph(self, modality: str, content: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def modality_graph(self, modality: str,
+                       content: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Routing and one attention layer for one modality from its item content g^m(x) (+ δ):
         (user_m [U, c], item_m [I, c], α_{i→u} [E], α_{u→i} [E])."""
         g = self.graph
@@ -222,7 +245,8 @@ class GRCN(Recommender):
             p = normalize_rows(g.spmm(g.user_softmax(g.sddmm(p, f)), f, base=p))
         scores = g.sddmm(p, f)
         to_user, to_item = g.user_softmax(scores), g.item_softmax(scores)
-        return g.spmm(to_user, f, base=p), g.spmm(to_item, p, transpose=True, base=f), to_user, to_item
+        return (g.spmm(to_user, f, base=p), g.spmm(to_item, p, transpose=True, base=f),
+                to_user, to_item)
 
     def edge_weights(self, to_user: list[Tensor], to_item: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Refined weights of the item→user and user→item edges from the modality affinities."""
@@ -232,7 +256,8 @@ class GRCN(Recommender):
             w_user, w_item = a_user.mean(1), a_item.mean(1)
         else:
             if mode == "confid":  # each message is scaled by its source node's confidence
-                conf_user, conf_item = self.confidence[: self.n_users], self.confidence[self.n_users:]
+                conf_user = self.confidence[: self.n_users]
+                conf_item = self.confidence[self.n_users:]
                 a_user = a_user * rows(conf_item, g.edge_item)
                 a_item = a_item * rows(conf_user, g.edge_user)
             w_user, w_item = a_user.max(1).values, a_item.max(1).values
@@ -248,9 +273,11 @@ class GRCN(Recommender):
         u1, i1 = g.spmm(w_user, i0), g.spmm(w_item, u0, transpose=True)
         return g.spmm(w_user, i1, base=u0 + u1), g.spmm(w_item, u1, transpose=True, base=i0 + i1)
 
-    def blocks(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None
+    def blocks(self, features: Mapping[str, Tensor],
+               embedding_delta: Mapping[str, Tensor] | None = None
                ) -> tuple[Tensor, Tensor, dict[str, tuple[Tensor, Tensor]]]:
-        """(ID block of users, ID block of items, {m: (user_m, item_m)}): the blocks of the concatenation."""
+        """(ID block of users, ID block of items, {m:
+        (user_m, item_m)}): the blocks of the concatenation."""
         parts, to_user, to_item = {}, [], []
         for m in self.modalities:
             content = self.encode_modality(m, features[m])
@@ -263,7 +290,8 @@ class GRCN(Recommender):
         id_user, id_item = self.id_graph(*self.edge_weights(to_user, to_item))
         return id_user, id_item, parts
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
         id_user, id_item, parts = self.blocks(features, embedding_delta)
         user = torch.cat([id_user] + [u for u, _ in parts.values()], 1)
@@ -272,7 +300,8 @@ class GRCN(Recommender):
 
     def bpr_scores(self, features: Mapping[str, Tensor], batch: Batch,
                    embedding_delta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """(ŷ_ui, ŷ_uj) summed block by block: ⟨id_u, id_i⟩ + Σ_m ⟨user_m, item_m⟩ on the batch's rows only."""
+        """(ŷ_ui, ŷ_uj) summed block by block: ⟨id_u, id_i⟩
+        + Σ_m ⟨user_m, item_m⟩ on the batch's rows only."""
         self.check_inputs(features, embedding_delta)
         id_user, id_item, parts = self.blocks(features, embedding_delta)
         items = torch.cat([batch.pos, batch.neg])
@@ -285,7 +314,8 @@ class GRCN(Recommender):
         n, d = len(batch), self.config.embedding_size
         e_user = rows(self.id_embedding, batch.users)
         e_items = rows(self.id_embedding, torch.cat([batch.pos, batch.neg]) + self.n_users)
-        # MMRec: mean over the 2B (u, i) rows of E_u² + E_i², each user counted for its pos and neg row
+        # MMRec: mean over the 2B (u, i) rows of E_u² + E_i², each user counted for its pos and neg
+        # row
         reg = (2 * e_user.pow(2).sum() + e_items.pow(2).sum()) / (2 * n * d)
         for m in self.modalities:
             reg = reg + rows(self.preference[m], batch.users).pow(2).mean()

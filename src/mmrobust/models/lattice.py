@@ -69,21 +69,30 @@ from mmrobust.models.graph import (
 
 class LATTICEConfig(MultimodalConfig):
     embedding_size: int = Field(64, gt=0, description="ID embedding size d (MMRec default 64)")
-    reg_weight: float = Field(1e-5, ge=0, description="L2 weight on the batch's final embeddings (original code regs[0]; MMRec grid 0…1e-3)")
-    feat_embed_dim: int = Field(64, gt=0, description="width of the projections image_trs / text_trs (MMRec default 64)")
-    knn_k: int = Field(10, gt=0, description="neighbours per item in every kNN graph (MMRec/paper default 10)")
-    lambda_coeff: float = Field(0.9, ge=0, le=1, description="weight λ of the frozen original graph in the item graph (MMRec/paper default 0.9)")
+    reg_weight: float = Field(1e-5, ge=0, description="L2 weight on the batch's final embeddings "
+                                                      "(original code regs[0]; MMRec grid 0…1e-3)")
+    feat_embed_dim: int = Field(64, gt=0, description="width of the projections image_trs "
+                                                      "/ text_trs (MMRec default 64)")
+    knn_k: int = Field(10, gt=0, description="neighbours per item in every kNN "
+                                             "graph (MMRec/paper default 10)")
+    lambda_coeff: float = Field(0.9, ge=0, le=1, description="weight λ of the frozen "
+                                                             "original graph in the item "
+                                                             "graph (MMRec/paper default 0.9)")
     n_layers: int = Field(1, ge=0, description="item-graph convolution layers (MMRec default 1)")
-    n_ui_layers: int = Field(2, ge=0, description="user–item propagation layers (MMRec weight_size [64, 64] → 2)")
-    cf_model: Literal["lightgcn", "mf"] = Field("lightgcn", description="collaborative backbone (MMRec default lightgcn)")
+    n_ui_layers: int = Field(2, ge=0, description="user–item propagation layers "
+                                                  "(MMRec weight_size [64, 64] → 2)")
+    cf_model: Literal["lightgcn", "mf"] = Field("lightgcn",
+                                                description="collaborative backbone "
+                                                            "(MMRec default lightgcn)")
 
 
 class LATTICE(Recommender):
     name = "lattice"
     Config = LATTICEConfig
     feature_route = "graph"
-    route_note = ("features build the learned item–item kNN graph, rebuilt from the given features at inference, "
-                  "so a perturbation moves the scores through its edge values; the score has no per-modality parts")
+    route_note = ("features build the learned item–item kNN graph, rebuilt from the "
+                  "given features at inference, so a perturbation moves the scores "
+                  "through its edge values; the score has no per-modality parts")
     item_local = False
 
     def __init__(self, dataset: Dataset, config: LATTICEConfig | None = None):
@@ -99,7 +108,8 @@ class LATTICE(Recommender):
             nn.init.zeros_(layer.bias)
             self.trs[m] = layer
         # equal initial modality weights (MMRec: [0.5, 0.5]); softmax-normalised in use
-        self.modal_weight = nn.Parameter(torch.full((len(self.modalities),), 1.0 / len(self.modalities)))
+        self.modal_weight = nn.Parameter(torch.full((len(self.modalities),),
+                                                    1.0 / len(self.modalities)))
         # user–item propagation matrix P = D^{-1}(A + I) (MMRec LATTICE.get_adj_mat), not symmetric
         a = bipartite_adjacency((dataset.train > 0).astype(np.float32))
         p = row_normalize(a + sp.eye(a.shape[0], dtype=np.float32, format="csr"))
@@ -112,7 +122,8 @@ class LATTICE(Recommender):
                 g = cosine_knn(feats[m], cfg.knn_k).normalized()
             self.register_buffer(f"original_indices_{m}", g.indices, persistent=False)
             self.register_buffer(f"original_values_{m}", g.values, persistent=False)
-        self._epoch_graph: tuple[Tensor, Tensor] | None = None  # this epoch's item graph, constant CSR (A, Aᵀ)
+        # this epoch's item graph, constant CSR (A, Aᵀ)
+        self._epoch_graph: tuple[Tensor, Tensor] | None = None
         self._rebuild = True
 
     # ------------------------------------------------------------- encoders
@@ -123,13 +134,16 @@ class LATTICE(Recommender):
         return self.trs[modality](x)
 
     def original_graph(self, modality: str) -> KnnGraph:
-        """S^m: the frozen, normalised kNN graph of the training-time raw features of ``modality``."""
-        return KnnGraph(getattr(self, f"original_indices_{modality}"), getattr(self, f"original_values_{modality}"))
+        """S^m: the frozen, normalised kNN graph of the
+        training-time raw features of ``modality``."""
+        return KnnGraph(getattr(self, f"original_indices_{modality}"),
+                        getattr(self, f"original_values_{modality}"))
 
     def modality_weights(self) -> Tensor:
         return torch.softmax(self.modal_weight, 0)
 
-    def item_graph(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> KnnGraph:
+    def item_graph(self, features: Mapping[str, Tensor],
+                   embedding_delta: Mapping[str, Tensor] | None = None) -> KnnGraph:
         """A = (1 − λ)·norm(Σ_m α_m kNN(cos(g^m(x_m) + δ_m))) + λ·Σ_m α_m S^m, differentiable in the
         features, δ, the projections and α through the edge values."""
         weights = self.modality_weights()
@@ -141,11 +155,13 @@ class LATTICE(Recommender):
             learned.append(cosine_knn(z, self.config.knn_k).scaled(weights[k]))
             original.append(self.original_graph(m).scaled(weights[k]))
         lam = self.config.lambda_coeff
-        return KnnGraph.mix([KnnGraph.mix(learned).normalized().scaled(1.0 - lam), KnnGraph.mix(original).scaled(lam)])
+        return KnnGraph.mix([KnnGraph.mix(learned).normalized().scaled(1.0 - lam),
+                             KnnGraph.mix(original).scaled(lam)])
 
     # ------------------------------------------------------------- forward
     def propagate(self, graph: KnnGraph | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        """(e_u for all users, e_i for all items) given the item graph A (or constant CSR (A, Aᵀ))."""
+        """(e_u for all users, e_i for all items) given
+        the item graph A (or constant CSR (A, Aᵀ))."""
         h = self.item_emb
         for _ in range(self.config.n_layers):
             h = graph.propagate(h) if isinstance(graph, KnnGraph) else spmm(graph[0], h, graph[1])
@@ -161,7 +177,8 @@ class LATTICE(Recommender):
             user, item = out[: self.n_users], out[self.n_users:]
         return user, item + F.normalize(h, p=2, dim=1)
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         """Rebuilds the learned graph from ``features`` (and δ) on every call, training or not."""
         self.check_inputs(features, embedding_delta)
         user, item = self.propagate(self.item_graph(features, embedding_delta))

@@ -37,7 +37,8 @@ class LightGCN(Recommender):
         d = self.config.embedding_size
         self.user_emb = xavier_parameter(self.n_users, d)
         self.item_emb = xavier_parameter(self.n_items, d)
-        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(dataset.train))), persistent=False)
+        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(dataset.train))),
+                             persistent=False)
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         ego = torch.cat([self.user_emb, self.item_emb], 0)
@@ -48,12 +49,14 @@ class LightGCN(Recommender):
         out = total / (self.config.n_layers + 1)
         return out[: self.n_users], out[self.n_users:]
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         user, item = self.propagate()
         return Embeddings(user, item, {})
 
     def loss(self, batch: Batch, features: Mapping[str, Tensor]) -> Tensor:
         user, item = self.propagate()
         u, i, j = rows(user, batch.users), rows(item, batch.pos), rows(item, batch.neg)
-        reg = l2_reg(rows(self.user_emb, batch.users), rows(self.item_emb, batch.pos), rows(self.item_emb, batch.neg))
+        reg = l2_reg(rows(self.user_emb, batch.users), rows(self.item_emb, batch.pos),
+                     rows(self.item_emb, batch.neg))
         return bpr_loss(dot(u, i), dot(u, j)) + self.config.reg_weight * reg

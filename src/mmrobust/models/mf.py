@@ -29,7 +29,8 @@ from mmrobust.models.base import (
 
 
 class MFConfig(ModelConfig):
-    reg_weight: float = Field(0.1, ge=0, description="L2 weight on the batch's p_u, q_i, q_j, b (tuned on validation)")
+    reg_weight: float = Field(0.1, ge=0, description="L2 weight on the batch's p_u, "
+                                                     "q_i, q_j, b (tuned on validation)")
     item_bias: bool = Field(True, description="learn an item bias b_i (MyMediaLite BPR-MF)")
 
 
@@ -48,9 +49,11 @@ class MF(Recommender):
         if self.item_bias is None:
             return self.user_emb, self.item_emb
         ones = torch.ones(self.n_users, 1, device=self.user_emb.device)
-        return torch.cat([self.user_emb, ones], 1), torch.cat([self.item_emb, self.item_bias.unsqueeze(1)], 1)
+        return (torch.cat([self.user_emb, ones], 1),
+                torch.cat([self.item_emb, self.item_bias.unsqueeze(1)], 1))
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         user, item = self._vectors()
         return Embeddings(user, item, {})
 
@@ -59,8 +62,10 @@ class MF(Recommender):
         return out if self.item_bias is None else out + rows(self.item_bias, items)
 
     def loss(self, batch: Batch, features: Mapping[str, Tensor]) -> Tensor:
-        pos, neg = self.score(features, batch.users, batch.pos), self.score(features, batch.users, batch.neg)
-        tensors = [rows(self.user_emb, batch.users), rows(self.item_emb, batch.pos), rows(self.item_emb, batch.neg)]
+        pos = self.score(features, batch.users, batch.pos)
+        neg = self.score(features, batch.users, batch.neg)
+        tensors = [rows(self.user_emb, batch.users), rows(self.item_emb, batch.pos),
+                   rows(self.item_emb, batch.neg)]
         if self.item_bias is not None:
             tensors += [rows(self.item_bias, batch.pos), rows(self.item_bias, batch.neg)]
         return bpr_loss(pos, neg) + self.config.reg_weight * l2_reg(*tensors)

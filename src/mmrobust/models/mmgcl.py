@@ -20,7 +20,8 @@ Two views of every node:
 L_ssl over the batch's distinct users (and, separately, distinct positive items), with
 z = concat of a node's channel blocks, cos(a, b) = ⟨a, b⟩/(‖a‖‖b‖) and anchor z1_i (V1),
 positive z2_i (V2):
-    L = −mean_i log  exp(cos(z1_i, z2_i)/τ) / [ Σ_j exp(cos(z1_i, z2_j)/τ) + exp(cos(z1_i, ž2_i)/τ) ]
+    L = −mean_i log  exp(cos(z1_i, z2_i)/τ)
+                     / [ Σ_j exp(cos(z1_i, z2_j)/τ) + exp(cos(z1_i, ž2_i)/τ) ]
 where j runs over the batch's nodes (the other nodes are negatives) and ž2_i is the paper's
 "challenging negative": the positive z2_i with the block of one modality (drawn uniformly per
 node) replaced by that block of another batch node d(i) ≠ i, so that it differs from the
@@ -64,22 +65,33 @@ from mmrobust.models.graph import bipartite_adjacency, sym_normalize, sym_spmm, 
 
 
 class MMGCLConfig(MultimodalConfig):
-    reg_weight: float = Field(1e-4, ge=0, description="L2 weight on the batch's ego embeddings (authors' config: weight_decay 1e-4)")
-    n_layers: int = Field(3, ge=0, description="LightGCN layers L per channel (authors' config layer_num 3)")
-    ssl_weight: float = Field(0.05, ge=0, description="weight λ_ssl of the contrastive loss (tiktok-validation choice; authors' config 0.4 is for their code's user–item loss)")
-    ssl_temp: float = Field(0.2, gt=0, description="InfoNCE temperature τ (authors' config ssl_temp 0.2)")
-    edge_dropout: float = Field(0.05, ge=0, lt=1, description="edge drop rate ρ of modality edge dropout (authors' config dropout_rate 0.05)")
-    mask_probs: dict[str, float] | None = Field(None, description="masking probability p_m per modality (default uniform; the paper's p are per dataset)")
-    challenging_negatives: bool = Field(True, description="add the paper's one-modality-swapped negative to the InfoNCE denominator")
-    normalize_features: bool = Field(True, description="L2-normalise feature rows before the projection (authors' code)")
+    reg_weight: float = Field(1e-4, ge=0, description="L2 weight on the batch's ego embeddings "
+                                                      "(authors' config: weight_decay 1e-4)")
+    n_layers: int = Field(3, ge=0, description="LightGCN layers L per channel "
+                                               "(authors' config layer_num 3)")
+    ssl_weight: float = Field(0.05, ge=0, description="weight λ_ssl of the contrastive loss "
+                                                      "(tiktok-validation choice; authors' config "
+                                                      "0.4 is for their code's user–item loss)")
+    ssl_temp: float = Field(0.2, gt=0, description="InfoNCE temperature τ "
+                                                   "(authors' config ssl_temp 0.2)")
+    edge_dropout: float = Field(0.05, ge=0, lt=1, description="edge drop rate ρ of modality "
+                                                              "edge dropout (authors' "
+                                                              "config dropout_rate 0.05)")
+    mask_probs: dict[str, float] | None = Field(
+        None, description="masking probability p_m per modality (default "
+                          "uniform; the paper's p are per dataset)")
+    challenging_negatives: bool = Field(True, description="add the paper's one-modality-swapped "
+                                                          "negative to the InfoNCE denominator")
+    normalize_features: bool = Field(True, description="L2-normalise feature rows before "
+                                                       "the projection (authors' code)")
 
 
 class MMGCL(Recommender):
     name = "mmgcl"
     Config = MMGCLConfig
     feature_route = "direct"
-    route_note = ("each modality's projected features propagate over the user–item graph into that modality's "
-                  "block of the concatenated user and item embeddings")
+    route_note = ("each modality's projected features propagate over the user–item graph "
+                  "into that modality's block of the concatenated user and item embeddings")
     item_local = False
 
     def __init__(self, dataset: Dataset, config: MMGCLConfig | None = None):
@@ -87,9 +99,12 @@ class MMGCL(Recommender):
         d = self.config.embedding_size
         self.user_id = xavier_parameter(self.n_users, d)
         self.item_id = xavier_parameter(self.n_items, d)
-        self.user_modal = nn.ParameterDict({m: xavier_parameter(self.n_users, d) for m in self.modalities})
-        self.proj_weight = nn.ParameterDict({m: xavier_parameter(d, self.feature_dims[m]) for m in self.modalities})
-        self.proj_bias = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in self.modalities})
+        self.user_modal = nn.ParameterDict({m: xavier_parameter(self.n_users, d)
+                                            for m in self.modalities})
+        self.proj_weight = nn.ParameterDict({m: xavier_parameter(d, self.feature_dims[m])
+                                             for m in self.modalities})
+        self.proj_bias = nn.ParameterDict({m: nn.Parameter(torch.zeros(d))
+                                           for m in self.modalities})
         self.register_buffer("mask_probs", self._mask_probs(), persistent=False)
         self._build_graph(dataset.train)
 
@@ -100,8 +115,8 @@ class MMGCL(Recommender):
             return torch.full((len(self.modalities),), 1.0 / len(self.modalities))
         unknown = sorted(set(given) - set(self.modalities))
         if unknown:
-            raise ValueError(f"mask_probs names modality {', '.join(unknown)} but {self.name} reads "
-                             f"{', '.join(self.modalities)}")
+            raise ValueError(f"mask_probs names modality {', '.join(unknown)} "
+                             f"but {self.name} reads {', '.join(self.modalities)}")
         probs = torch.tensor([float(given.get(m, 0.0)) for m in self.modalities])
         if (probs < 0).any() or probs.sum() <= 0:
             raise ValueError(f"mask_probs must be non-negative with a positive sum, got {given}")
@@ -114,16 +129,22 @@ class MMGCL(Recommender):
         r.sum_duplicates()
         r.sort_indices()
         n_edges = r.nnz
-        ids = sp.csr_matrix((np.arange(1, n_edges + 1, dtype=np.float64), r.indices, r.indptr), shape=r.shape)
+        ids = sp.csr_matrix((np.arange(1, n_edges + 1, dtype=np.float64), r.indices, r.indptr),
+                            shape=r.shape)
         pattern = sp.bmat([[None, ids], [ids.T, None]], format="csr")
         pattern.sort_indices()
-        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(train))), persistent=False)
-        self.register_buffer("crow", torch.from_numpy(pattern.indptr.astype(np.int64)), persistent=False)
-        self.register_buffer("col", torch.from_numpy(pattern.indices.astype(np.int64)), persistent=False)
-        self.register_buffer("entry_edge", torch.from_numpy(pattern.data.astype(np.int64) - 1), persistent=False)
+        self.register_buffer("adj", to_torch_csr(sym_normalize(bipartite_adjacency(train))),
+                             persistent=False)
+        self.register_buffer("crow", torch.from_numpy(pattern.indptr.astype(np.int64)),
+                             persistent=False)
+        self.register_buffer("col", torch.from_numpy(pattern.indices.astype(np.int64)),
+                             persistent=False)
+        self.register_buffer("entry_edge", torch.from_numpy(pattern.data.astype(np.int64) - 1),
+                             persistent=False)
         edge_user = np.repeat(np.arange(r.shape[0], dtype=np.int64), np.diff(r.indptr))
         self.register_buffer("edge_user", torch.from_numpy(edge_user), persistent=False)
-        self.register_buffer("edge_item", torch.from_numpy(r.indices.astype(np.int64)), persistent=False)
+        self.register_buffer("edge_item", torch.from_numpy(r.indices.astype(np.int64)),
+                             persistent=False)
 
     # ------------------------------------------------------------- encoder
     def modality_embedding_dims(self) -> dict[str, int]:
@@ -134,7 +155,8 @@ class MMGCL(Recommender):
             x = F.normalize(x, dim=1)
         return x @ self.proj_weight[modality].T + self.proj_bias[modality]
 
-    def item_inputs(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None
+    def item_inputs(self, features: Mapping[str, Tensor],
+                    embedding_delta: Mapping[str, Tensor] | None = None
                     ) -> dict[str, Tensor]:
         """{m: g^m(x_m) (+ δ_m)}: modality m's item inputs to its graph channel."""
         out = {}
@@ -145,7 +167,8 @@ class MMGCL(Recommender):
             out[m] = e
         return out
 
-    def propagate(self, user: Tensor, item: Tensor, adj: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def propagate(self, user: Tensor, item: Tensor,
+                  adj: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One LightGCN channel: mean of layers 0..L of Â^l [user; item]."""
         adj = self.adj if adj is None else adj
         layer = torch.cat([user, item], 0)
@@ -158,12 +181,14 @@ class MMGCL(Recommender):
 
     def channel_inputs(self, item_inputs: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
         """(user inputs, item inputs) per channel: the ID channel first, then one per modality."""
-        return [(self.user_id, self.item_id)] + [(self.user_modal[m], item_inputs[m]) for m in self.modalities]
+        return [(self.user_id, self.item_id)] + [(self.user_modal[m], item_inputs[m])
+                                                 for m in self.modalities]
 
     def channels(self, item_inputs: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
         return [self.propagate(u, i) for u, i in self.channel_inputs(item_inputs)]
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
         chans = self.channels(self.item_inputs(features, embedding_delta))
         user = torch.cat([u for u, _ in chans], 1)
@@ -178,19 +203,25 @@ class MMGCL(Recommender):
         if keep is None:
             keep = (torch.rand(n_edges, device=self.edge_user.device) >= self.config.edge_dropout)
         keep = keep.to(self.user_id.dtype)
-        deg_user = torch.zeros(self.n_users, dtype=keep.dtype, device=keep.device).index_add_(0, self.edge_user, keep)
-        deg_item = torch.zeros(self.n_items, dtype=keep.dtype, device=keep.device).index_add_(0, self.edge_item, keep)
-        inv_user = torch.where(deg_user > 0, deg_user.clamp_min(1).rsqrt(), torch.zeros_like(deg_user))
-        inv_item = torch.where(deg_item > 0, deg_item.clamp_min(1).rsqrt(), torch.zeros_like(deg_item))
+        deg_user = torch.zeros(self.n_users, dtype=keep.dtype, device=keep.device)
+        deg_user.index_add_(0, self.edge_user, keep)
+        deg_item = torch.zeros(self.n_items, dtype=keep.dtype, device=keep.device)
+        deg_item.index_add_(0, self.edge_item, keep)
+        inv_user = torch.where(deg_user > 0, deg_user.clamp_min(1).rsqrt(),
+                               torch.zeros_like(deg_user))
+        inv_item = torch.where(deg_item > 0, deg_item.clamp_min(1).rsqrt(),
+                               torch.zeros_like(deg_item))
         weight = keep * rows(inv_user, self.edge_user) * rows(inv_item, self.edge_item)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             return torch.sparse_csr_tensor(self.crow, self.col, rows(weight, self.entry_edge),
-                                           size=(self.n_users + self.n_items,) * 2, check_invariants=False)
+                                           size=(self.n_users + self.n_items,) * 2,
+                                           check_invariants=False)
 
     def masking_view(self, clean: list[tuple[Tensor, Tensor]], item_inputs: Mapping[str, Tensor]
                      ) -> tuple[list[tuple[Tensor, Tensor]], int]:
-        """V1: one modality (drawn with p) gets random inputs; returns the channels and its index."""
+        """V1: one modality (drawn with p) gets random
+        inputs; returns the channels and its index."""
         k = int(torch.multinomial(self.mask_probs, 1)) + 1
         user_in, item_in = self.channel_inputs(item_inputs)[k]
         out = list(clean)
@@ -199,14 +230,16 @@ class MMGCL(Recommender):
 
     def edge_dropout_view(self, item_inputs: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
         """V2: every channel on its own edge-dropped graph."""
-        return [self.propagate(u, i, self.dropped_adjacency()) for u, i in self.channel_inputs(item_inputs)]
+        return [self.propagate(u, i, self.dropped_adjacency())
+                for u, i in self.channel_inputs(item_inputs)]
 
     def challenging_negatives(self, positive: Tensor) -> Tensor:
         """Per node i: its positive blocks [B, C, d] with one modality block (drawn uniformly among
         the modality channels 1..C−1) taken from another node d(i) ≠ i of the batch."""
         n, n_channels = positive.shape[0], positive.shape[1]
         channel = torch.randint(1, n_channels, (n,), device=positive.device)
-        donor = (torch.arange(n, device=positive.device) + torch.randint(1, n, (n,), device=positive.device)) % n
+        shift = torch.randint(1, n, (n,), device=positive.device)
+        donor = (torch.arange(n, device=positive.device) + shift) % n
         swap = F.one_hot(channel, n_channels).bool().unsqueeze(-1)
         return torch.where(swap, rows(positive, donor), positive)
 
@@ -221,7 +254,8 @@ class MMGCL(Recommender):
             logits = torch.cat([logits, dot(z1, hard).unsqueeze(1) / self.config.ssl_temp], 1)
         return F.cross_entropy(logits, torch.arange(z1.shape[0], device=z1.device))
 
-    def ssl_loss(self, batch: Batch, clean: list[tuple[Tensor, Tensor]], item_inputs: Mapping[str, Tensor]) -> Tensor:
+    def ssl_loss(self, batch: Batch, clean: list[tuple[Tensor, Tensor]],
+                 item_inputs: Mapping[str, Tensor]) -> Tensor:
         view1, _ = self.masking_view(clean, item_inputs)
         view2 = self.edge_dropout_view(item_inputs)
         users, items = torch.unique(batch.users), torch.unique(batch.pos)

@@ -10,8 +10,9 @@ shared by all modalities:
 
     h     = lrelu(Ā xˡ W_c)                       (graph convolution, Eq. 1)
     x̂     = lrelu(W_l xˡ + b_l) + e_id              (Eq. 5)
-    xˡ⁺¹  = lrelu(W_g [h ; x̂] + b_g)               (combination, concatenation; ``combine='add'``:
-                                                     lrelu(W_g h + b_g + x̂), the code's other branch)
+    xˡ⁺¹  = lrelu(W_g [h ; x̂] + b_g)               (combination, concatenation;
+                                                     ``combine='add'``: lrelu(W_g h + b_g + x̂),
+                                                     the code's other branch)
 
 The representation is the mean over modalities, e = (1/M) Σ_m x^L_m for users and items, and
 ŷ_ui = ⟨e_u, e_i⟩.  Per-modality parts are (x^L_{m,u} / M, x^L_{m,i} / M), so
@@ -61,12 +62,22 @@ from mmrobust.models.graph import normalize_rows, row_normalize, spmm, to_torch_
 
 
 class MMGCNConfig(MultimodalConfig):
-    reg_weight: float = Field(1e-5, ge=0, description="weight of the mean squared batch ID embeddings + preferences (authors' code default 1e-5; MMRec grid 0…0.1)")
-    n_layers: int = Field(3, ge=1, description="GCN layers per modality (MMRec's and the authors' GCN run 3; MMRec's n_layers: 2 is unused)")
-    dim_latent: int = Field(256, gt=0, description="width of MLP_m for wide features (MMRec/authors: 256 for the visual GCN)")
-    latent_above: int = Field(512, ge=0, description="modalities wider than this get MLP_m; narrower ones enter raw (MMRec: image 4096-d via MLP, text 384-d raw)")
-    combine: Literal["concat", "add"] = Field("concat", description="combination layer (MMRec/authors' code run concat: their concate='False' is a truthy string)")
-    negative_slope: float = Field(0.01, ge=0, description="LeakyReLU slope (torch default, as MMRec)")
+    reg_weight: float = Field(1e-5, ge=0, description="weight of the mean squared batch ID "
+                                                      "embeddings + preferences (authors' "
+                                                      "code default 1e-5; MMRec grid 0…0.1)")
+    n_layers: int = Field(3, ge=1, description="GCN layers per modality (MMRec's and the authors' "
+                                               "GCN run 3; MMRec's n_layers: 2 is unused)")
+    dim_latent: int = Field(256, gt=0, description="width of MLP_m for wide features "
+                                                   "(MMRec/authors: 256 for the visual GCN)")
+    latent_above: int = Field(512, ge=0, description="modalities wider than this get MLP_m; "
+                                                     "narrower ones enter raw (MMRec: image "
+                                                     "4096-d via MLP, text 384-d raw)")
+    combine: Literal["concat", "add"] = Field("concat",
+                                              description="combination layer (MMRec/authors' "
+                                                          "code run concat: their "
+                                                          "concate='False' is a truthy string)")
+    negative_slope: float = Field(0.01, ge=0, description="LeakyReLU slope (torch "
+                                                          "default, as MMRec)")
 
 
 def _linear(n_in: int, n_out: int) -> nn.Linear:
@@ -77,7 +88,8 @@ def _linear(n_in: int, n_out: int) -> nn.Linear:
 
 
 class _ModalityGCN(nn.Module):
-    """The GCN of one modality: preference table, optional MLP, and L (conv, linear, combination) layers."""
+    """The GCN of one modality: preference table, optional
+    MLP, and L (conv, linear, combination) layers."""
 
     def __init__(self, n_users: int, dim_feat: int, dim: int, config: MMGCNConfig):
         super().__init__()
@@ -99,7 +111,8 @@ class _ModalityGCN(nn.Module):
     def _act(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.slope)
 
-    def forward(self, item_input: Tensor, id_user: Tensor, id_item: Tensor, graph: _BipartiteMean) -> tuple[Tensor, Tensor]:
+    def forward(self, item_input: Tensor, id_user: Tensor, id_item: Tensor,
+                graph: _BipartiteMean) -> tuple[Tensor, Tensor]:
         act = self._act
         xu, xi = normalize_rows(self.preference), normalize_rows(item_input)
         for conv, linear, combine in zip(self.conv, self.linear, self.combine, strict=True):
@@ -121,10 +134,12 @@ class _BipartiteMean(nn.Module):
 
     def __init__(self, train: sp.spmatrix):
         super().__init__()
-        r = sp.csr_matrix(train, dtype=np.float32, copy=True)  # never write into the dataset's arrays
+        # never write into the dataset's arrays
+        r = sp.csr_matrix(train, dtype=np.float32, copy=True)
         r.data[:] = 1.0
         user_block, item_block = row_normalize(r), row_normalize(r.T)      # D_u⁻¹ R, D_i⁻¹ Rᵀ
-        for name, matrix in (("ui", user_block), ("ui_t", user_block.T), ("iu", item_block), ("iu_t", item_block.T)):
+        for name, matrix in (("ui", user_block), ("ui_t", user_block.T), ("iu", item_block),
+                             ("iu_t", item_block.T)):
             self.register_buffer(name, to_torch_csr(matrix), persistent=False)
 
     def users_from_items(self, item_rows: Tensor) -> Tensor:
@@ -141,15 +156,17 @@ class MMGCN(Recommender):
     name = "mmgcn"
     Config = MMGCNConfig
     feature_route = "direct"
-    route_note = ("item features (through MLP_m, or raw when narrow) are the item inputs of modality m's GCN, so "
-                  "propagation carries a perturbation of one item into its users' and their other items' representations")
+    route_note = ("item features (through MLP_m, or raw when narrow) are the item "
+                  "inputs of modality m's GCN, so propagation carries a perturbation "
+                  "of one item into its users' and their other items' representations")
     item_local = False
 
     def __init__(self, dataset: Dataset, config: MMGCNConfig | None = None):
         super().__init__(dataset, config or MMGCNConfig())
         d = self.config.embedding_size
         self.id_embedding = xavier_parameter(self.n_users + self.n_items, d)
-        self.gcns = nn.ModuleDict({m: _ModalityGCN(self.n_users, self.feature_dims[m], d, self.config)
+        self.gcns = nn.ModuleDict({m: _ModalityGCN(self.n_users, self.feature_dims[m], d,
+                                                   self.config)
                                    for m in self.modalities})
         self.graph = _BipartiteMean(dataset.train)
 
@@ -160,7 +177,8 @@ class MMGCN(Recommender):
         return self.gcns[modality].encode(x)
 
     def propagate(self, features: Mapping[str, Tensor],
-                  embedding_delta: Mapping[str, Tensor] | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+                  embedding_delta: Mapping[str, Tensor] | None = None
+                  ) -> dict[str, tuple[Tensor, Tensor]]:
         """{m: (x^L_{m,users}, x^L_{m,items})}: every modality's GCN output."""
         id_user, id_item = self.id_embedding[: self.n_users], self.id_embedding[self.n_users:]
         out = {}
@@ -171,14 +189,18 @@ class MMGCN(Recommender):
             out[m] = gcn(item_input, id_user, id_item, self.graph)
         return out
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
         scale = 1.0 / len(self.modalities)
-        parts = {m: (u * scale, i * scale) for m, (u, i) in self.propagate(features, embedding_delta).items()}
-        return Embeddings(sum(u for u, _ in parts.values()), sum(i for _, i in parts.values()), parts)
+        parts = {m: (u * scale, i * scale)
+                 for m, (u, i) in self.propagate(features, embedding_delta).items()}
+        return Embeddings(sum(u for u, _ in parts.values()), sum(i for _, i in parts.values()),
+                          parts)
 
     def representations(self, features: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(users, items): the mean over modalities of the GCN outputs (``embed`` without the parts)."""
+        """(users, items): the mean over modalities of
+        the GCN outputs (``embed`` without the parts)."""
         outs = list(self.propagate(features).values())
         scale = 1.0 / len(outs)
         return sum(u for u, _ in outs) * scale, sum(i for _, i in outs) * scale

@@ -26,7 +26,8 @@ class LossPlugin:
         #: one-off facts worth keeping with the run (e.g. the chosen sensitive modality)
         self.notes: dict[str, object] = {}
 
-    def extra_loss(self, model: Recommender, batch: Batch, features: Mapping[str, Tensor]) -> Tensor | None:
+    def extra_loss(self, model: Recommender, batch: Batch,
+                   features: Mapping[str, Tensor]) -> Tensor | None:
         raise NotImplementedError
 
     def on_fit_start(self, model: Recommender, dataset: object) -> None:

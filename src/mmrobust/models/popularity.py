@@ -28,7 +28,8 @@ class Popularity(Recommender):
         self.register_buffer("counts", counts.unsqueeze(1))
         self.register_buffer("ones", torch.ones(dataset.n_users, 1))
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         return Embeddings(self.ones, self.counts, {})
 
     def loss(self, batch, features):  # pragma: no cover - guarded by the trainer

@@ -50,13 +50,21 @@ from mmrobust.models.graph import bipartite_adjacency, spmm, sym_normalize, to_t
 
 
 class SLMRecConfig(MultimodalConfig):
-    reg_weight: float = Field(1e-4, ge=0, description="L2 on all parameters, ½·w·Σ‖θ‖² per batch = Adam weight decay (MMRec/authors' weight_decay 1e-4)")
-    n_layers: int = Field(3, ge=0, description="LightGCN layers of every branch (MMRec/authors' layer_num 3)")
-    temperature: float = Field(0.2, gt=0, description="temperature of the main InfoNCE loss (MMRec/authors' temp 0.2)")
-    ssl_task: Literal["FAC", "FD", "FM", "FD+FM"] = Field("FAC", description="self-supervised task (MMRec/authors' default FAC)")
-    ssl_alpha: float = Field(0.1, ge=0, description="weight of the self-supervised loss (authors' default 0.1; MMRec grid 0.01…1)")
-    ssl_temp: float = Field(0.2, gt=0, description="temperature of the self-supervised InfoNCE (authors' default 0.2; MMRec grid 0.1…1)")
-    dropout_rate: float = Field(0.3, ge=0, lt=1, description="dropout of the FD task (MMRec/authors' dropout_rate 0.3)")
+    reg_weight: float = Field(1e-4, ge=0, description="L2 on all parameters, ½·w·Σ‖θ‖² "
+                                                      "per batch = Adam weight decay "
+                                                      "(MMRec/authors' weight_decay 1e-4)")
+    n_layers: int = Field(3, ge=0, description="LightGCN layers of every branch "
+                                               "(MMRec/authors' layer_num 3)")
+    temperature: float = Field(0.2, gt=0, description="temperature of the main InfoNCE "
+                                                      "loss (MMRec/authors' temp 0.2)")
+    ssl_task: Literal["FAC", "FD", "FM", "FD+FM"] = Field(
+        "FAC", description="self-supervised task (MMRec/authors' default FAC)")
+    ssl_alpha: float = Field(0.1, ge=0, description="weight of the self-supervised loss "
+                                                    "(authors' default 0.1; MMRec grid 0.01…1)")
+    ssl_temp: float = Field(0.2, gt=0, description="temperature of the self-supervised InfoNCE "
+                                                   "(authors' default 0.2; MMRec grid 0.1…1)")
+    dropout_rate: float = Field(0.3, ge=0, lt=1, description="dropout of the FD task "
+                                                             "(MMRec/authors' dropout_rate 0.3)")
 
 
 def _linear(n_in: int, n_out: int) -> nn.Linear:
@@ -76,8 +84,8 @@ class SLMRec(Recommender):
     name = "slmrec"
     Config = SLMRecConfig
     feature_route = "direct"
-    route_note = ("features pass through g^m and a LightGCN over the user–item graph into modality m's block of "
-                  "the fusion layers, which feed the score")
+    route_note = ("features pass through g^m and a LightGCN over the user–item graph "
+                  "into modality m's block of the fusion layers, which feed the score")
     item_local = False
 
     def __init__(self, dataset: Dataset, config: SLMRecConfig | None = None):
@@ -93,12 +101,17 @@ class SLMRec(Recommender):
             widths = [d] * len(self.modalities)
             if len(widths) >= 2:
                 widths[-1] = d // 2
-            self.fac_chain = nn.ModuleList([_linear(w_in, w) for w_in, w in zip([d, *widths[:-1]], widths, strict=True)])
-            self.fac_head = nn.ModuleDict({m: _linear(d, w) for m, w in zip(self.modalities, widths, strict=True)})
-        adj = sym_normalize(bipartite_adjacency(dataset.train))  # MMRec's 'pre' adjacency D^{-1/2} A D^{-1/2}
+            self.fac_chain = nn.ModuleList([_linear(w_in, w) for w_in, w
+                                            in zip([d, *widths[:-1]], widths, strict=True)])
+            self.fac_head = nn.ModuleDict({m: _linear(d, w)
+                                           for m, w in zip(self.modalities, widths, strict=True)})
+        # MMRec's 'pre' adjacency D^{-1/2} A D^{-1/2}
+        adj = sym_normalize(bipartite_adjacency(dataset.train))
         n = self.n_users
-        self.register_buffer("adj_ui", to_torch_csr(adj[:n, n:]), persistent=False)  # users ← items block R̂
-        self.register_buffer("adj_iu", to_torch_csr(adj[n:, :n]), persistent=False)  # items ← users block R̂ᵀ
+        self.register_buffer("adj_ui", to_torch_csr(adj[:n, n:]),
+                             persistent=False)  # users ← items block R̂
+        self.register_buffer("adj_iu", to_torch_csr(adj[n:, :n]),
+                             persistent=False)  # items ← users block R̂ᵀ
 
     # ------------------------------------------------------------- contract
     def modality_embedding_dims(self) -> dict[str, int]:
@@ -108,9 +121,11 @@ class SLMRec(Recommender):
         """g^m(x) = W_m (x/‖x‖) + b_m (MMRec normalises the feature rows, then ``*_dense``)."""
         scale = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
         layer = self.dense[modality]
-        return F.linear(x, layer.weight) * scale + layer.bias  # = W normalize(x) + b, without a normalised copy of x
+        # = W normalize(x) + b, without a normalised copy of x
+        return F.linear(x, layer.weight) * scale + layer.bias
 
-    def branch_inputs(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None
+    def branch_inputs(self, features: Mapping[str, Tensor],
+                      embedding_delta: Mapping[str, Tensor] | None = None
                       ) -> list[Tensor]:
         """The item input of every branch: [e_i, c^{m₁}, …]."""
         items = [self.item_emb]
@@ -128,12 +143,14 @@ class SLMRec(Recommender):
         return spmm(self.adj_iu, x, self.adj_ui)
 
     def propagate(self, items: list[Tensor], dropout: float = 0.0) -> tuple[Tensor, Tensor]:
-        """LightGCN of all branches at once: (z_u [U, (M+1)d], z_i [I, (M+1)d]), blocks in branch order.
+        """LightGCN of all branches at once: (z_u [U, (M+1)d], z_i [I, (M+1)d]), blocks in branch
+        order.
 
-        Â is bipartite, so layer k of a branch is (R̂ y, R̂ᵀ x) for the previous layer (x users, y items):
-        the user inputs e_u, shared by every branch, reach users at even layers and items at odd
-        ones, and are propagated once at width d; only the item inputs are propagated at width (M+1)·d.
-        With dropout after each layer the branches no longer share anything and all are propagated."""
+        Â is bipartite, so layer k of a branch is (R̂ y, R̂ᵀ x) for the previous layer (x users,
+        y items): the user inputs e_u, shared by every branch, reach users at even layers and items
+        at odd ones, and are propagated once at width d; only the item inputs are propagated at
+        width (M+1)·d.  With dropout after each layer the branches no longer share anything and
+        all are propagated."""
         n_branches, n_layers = len(items), self.config.n_layers
         item_input = torch.cat(items, 1)
         if dropout > 0:
@@ -160,7 +177,8 @@ class SLMRec(Recommender):
         z_item = z_item + sum(shared_i).repeat(1, n_branches) if shared_i else z_item
         return z_user / (n_layers + 1), z_item / (n_layers + 1)
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
         z_user, z_item = self.propagate(self.branch_inputs(features, embedding_delta))
         d = self.config.embedding_size
@@ -177,7 +195,8 @@ class SLMRec(Recommender):
         self.check_inputs(features, embedding_delta)
         z_user, z_item = self.propagate(self.branch_inputs(features, embedding_delta))
         user = self.fuse_user(rows(z_user, batch.users))
-        return dot(user, self.fuse_item(rows(z_item, batch.pos))), dot(user, self.fuse_item(rows(z_item, batch.neg)))
+        return (dot(user, self.fuse_item(rows(z_item, batch.pos))),
+                dot(user, self.fuse_item(rows(z_item, batch.neg))))
 
     # ------------------------------------------------------------- training
     def loss(self, batch: Batch, features: Mapping[str, Tensor]) -> Tensor:
@@ -201,7 +220,8 @@ class SLMRec(Recommender):
         total = torch.zeros((), device=z_pos.device)
         for k, (m, chain) in enumerate(zip(self.modalities, self.fac_chain, strict=True), start=1):
             h = chain(h)
-            total = total + _info_nce(h, self.fac_head[m](z_pos[:, k * d:(k + 1) * d]), self.config.ssl_temp)
+            total = total + _info_nce(h, self.fac_head[m](z_pos[:, k * d:(k + 1) * d]),
+                                      self.config.ssl_temp)
         return total
 
     def _two_views(self, items: list[Tensor], batch: Batch) -> Tensor:

@@ -30,8 +30,10 @@ from mmrobust.models.content import LinearContent
 
 
 class VBPRConfig(MultimodalConfig):
-    reg_weight: float = Field(1e-4, ge=0, description="L2 weight on the batch's user/item vectors (MMRec grid 1e-5…2)")
-    item_bias: bool = Field(True, description="the original paper's item bias β_i, part of the ID score (false: MMRec's form)")
+    reg_weight: float = Field(1e-4, ge=0, description="L2 weight on the batch's user/item "
+                                                      "vectors (MMRec grid 1e-5…2)")
+    item_bias: bool = Field(True, description="the original paper's item bias β_i, part "
+                                              "of the ID score (false: MMRec's form)")
 
 
 class VBPR(LinearContent, Recommender):
@@ -47,16 +49,19 @@ class VBPR(LinearContent, Recommender):
         self.user_emb = xavier_parameter(self.n_users, 2 * d)
         self.item_emb = xavier_parameter(self.n_items, d)
         self.item_bias = nn.Parameter(torch.zeros(self.n_items)) if self.config.item_bias else None
-        self.W = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, sum(self.feature_dims.values()))))
+        width = sum(self.feature_dims.values())
+        self.W = nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, width)))
         self._init_blocks()
 
-    def embed(self, features: Mapping[str, Tensor], embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
+    def embed(self, features: Mapping[str, Tensor],
+              embedding_delta: Mapping[str, Tensor] | None = None) -> Embeddings:
         self.check_inputs(features, embedding_delta)
         d = self.config.embedding_size
         parts = self._content(features, None, embedding_delta)
         item = torch.cat([self.item_emb, sum(parts.values())] + self._bias(None), 1)
         theta = self.user_emb[:, d:]
-        return Embeddings(self._user_vectors(self.user_emb), item, {m: (theta, e) for m, e in parts.items()})
+        return Embeddings(self._user_vectors(self.user_emb), item,
+                          {m: (theta, e) for m, e in parts.items()})
 
     def _bias(self, items: Tensor | None) -> list[Tensor]:
         if self.item_bias is None:
@@ -67,7 +72,8 @@ class VBPR(LinearContent, Recommender):
         """[γ_u ; θ_u] (and a constant 1 that reads the item bias, when there is one)."""
         if self.item_bias is None:
             return user
-        return torch.cat([user, torch.ones(user.shape[0], 1, device=user.device, dtype=user.dtype)], 1)
+        return torch.cat([user, torch.ones(user.shape[0], 1, device=user.device, dtype=user.dtype)],
+                         1)
 
     def _item_vectors(self, features, items: Tensor, embedding_delta=None) -> Tensor:
         uniq, inverse = torch.unique(items, return_inverse=True)
@@ -75,9 +81,11 @@ class VBPR(LinearContent, Recommender):
         return rows(torch.cat([rows(self.item_emb, uniq), content] + self._bias(uniq), 1), inverse)
 
     def score(self, features, users, items, embedding_delta=None) -> Tensor:
-        return dot(self._user_vectors(rows(self.user_emb, users)), self._item_vectors(features, items, embedding_delta))
+        return dot(self._user_vectors(rows(self.user_emb, users)),
+                   self._item_vectors(features, items, embedding_delta))
 
-    def _batch_vectors(self, features, batch: Batch, embedding_delta=None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _batch_vectors(self, features, batch: Batch,
+                       embedding_delta=None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         vectors = self._item_vectors(features, torch.cat([batch.pos, batch.neg]), embedding_delta)
         user = rows(self.user_emb, batch.users)
         return user, self._user_vectors(user), vectors[: len(batch)], vectors[len(batch):]

@@ -57,26 +57,31 @@ def _snapshot(model: Recommender) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _save(run_dir: Path, model: Recommender, optimizer: torch.optim.Optimizer, state: _State, improved: bool) -> None:
+def _save(run_dir: Path, model: Recommender, optimizer: torch.optim.Optimizer, state: _State,
+          improved: bool) -> None:
     if improved and state.best_weights is not None:
         torch_save_atomic(state.best_weights, run_dir / BEST)
     torch_save_atomic({
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch,
-        "best_score": state.best_score, "best_epoch": state.best_epoch, "bad_evals": state.bad_evals,
+        "best_score": state.best_score, "best_epoch": state.best_epoch,
+        "bad_evals": state.bad_evals,
         "history": json.dumps(state.history), "best_valid": json.dumps(state.best_valid),
     }, run_dir / CHECKPOINT)
 
 
-def _load(run_dir: Path, model: Recommender, optimizer: torch.optim.Optimizer, device: torch.device) -> _State:
+def _load(run_dir: Path, model: Recommender, optimizer: torch.optim.Optimizer,
+          device: torch.device) -> _State:
     ckpt = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    best = torch.load(run_dir / BEST, map_location=device, weights_only=True) if (run_dir / BEST).exists() else None
+    best = (torch.load(run_dir / BEST, map_location=device, weights_only=True)
+            if (run_dir / BEST).exists() else None)
     return _State(ckpt["epoch"], ckpt["best_score"], ckpt["best_epoch"], ckpt["bad_evals"],
                   json.loads(ckpt["history"]), json.loads(ckpt["best_valid"]), best)
 
 
-def _train_epoch(model, features, sampler, epoch, config, optimizer, plugins, device) -> dict[str, float]:
+def _train_epoch(model, features, sampler, epoch, config, optimizer, plugins,
+                 device) -> dict[str, float]:
     torch.manual_seed(config.seed * 1_000_003 + epoch)
     users, pos, neg = sampler.epoch(epoch)
     model.train()
@@ -92,7 +97,8 @@ def _train_epoch(model, features, sampler, epoch, config, optimizer, plugins, de
             if extra is not None:
                 loss = loss + extra
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {float(loss.detach())} at epoch {epoch}; lower the learning rate")
+            raise FloatingPointError(f"training loss became {float(loss.detach())} "
+                                     f"at epoch {epoch}; lower the learning rate")
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
@@ -105,7 +111,8 @@ def _train_epoch(model, features, sampler, epoch, config, optimizer, plugins, de
 
 def fit(model: Recommender, dataset: Dataset, config: TrainConfig | None = None,
         plugins: Sequence[LossPlugin] = (), run_dir: str | Path | None = None, resume: bool = True,
-        evaluate_test: bool = True, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+        evaluate_test: bool = True,
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
     """Train ``model`` on ``dataset`` and return the best-validation-epoch result.
 
     With ``run_dir``, a checkpoint is written every ``checkpoint_every`` epochs and the best
@@ -122,11 +129,13 @@ def fit(model: Recommender, dataset: Dataset, config: TrainConfig | None = None,
     started = time.perf_counter()
     if not model.trainable:
         valid = evaluate(model, dataset, "valid", features, config.ks, config.eval_batch_size)
-        test = evaluate(model, dataset, "test", features, config.ks, config.eval_batch_size) if evaluate_test else {}
+        test = (evaluate(model, dataset, "test", features, config.ks, config.eval_batch_size)
+                if evaluate_test else {})
         return FitResult(0, valid, test, seconds=time.perf_counter() - started)
 
     run_path = Path(run_dir) if run_dir is not None else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                 fused=True)
     state = _State()
     resumed_from = None
     if run_path is not None and resume and (run_path / CHECKPOINT).exists():
@@ -140,11 +149,14 @@ def fit(model: Recommender, dataset: Dataset, config: TrainConfig | None = None,
         while state.epoch < config.epochs and not stopped:
             epoch = state.epoch
             tick = time.perf_counter()
-            log = {"epoch": epoch, **_train_epoch(model, features, sampler, epoch, config, optimizer, plugins, device)}
+            log = {"epoch": epoch,
+                   **_train_epoch(model, features, sampler, epoch, config, optimizer, plugins,
+                                  device)}
             log["train_seconds"] = time.perf_counter() - tick
             improved = False
             if (epoch + 1) % config.eval_every == 0:
-                valid = evaluate(model, dataset, "valid", features, config.ks, config.eval_batch_size)
+                valid = evaluate(model, dataset, "valid", features, config.ks,
+                                 config.eval_batch_size)
                 log.update({f"valid_{k}": v for k, v in valid.items()})
                 score = valid[config.valid_metric]
                 if score > state.best_score or config.restore == "last":
@@ -155,24 +167,27 @@ def fit(model: Recommender, dataset: Dataset, config: TrainConfig | None = None,
                 stopped = state.bad_evals >= config.patience and config.restore == "best"
             state.history.append(log)
             state.epoch = epoch + 1
-            if run_path is not None and (state.epoch % config.checkpoint_every == 0 or stopped or improved
-                                         or state.epoch == config.epochs):
+            if run_path is not None and (state.epoch % config.checkpoint_every == 0 or stopped
+                                         or improved or state.epoch == config.epochs):
                 _save(run_path, model, optimizer, state, improved)
             bar.update(1)
-            bar.set_postfix(loss=f"{log['loss']:.4f}", **{config.valid_metric: f"{state.best_score:.4f}"})
+            bar.set_postfix(loss=f"{log['loss']:.4f}",
+                            **{config.valid_metric: f"{state.best_score:.4f}"})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, log)
     finally:
         bar.close()
     if state.best_weights is not None:
         model.load_state_dict(state.best_weights)
-    test = evaluate(model, dataset, "test", features, config.ks, config.eval_batch_size) if evaluate_test else {}
+    test = (evaluate(model, dataset, "test", features, config.ks, config.eval_batch_size)
+            if evaluate_test else {})
     notes = {plugin.name: plugin.notes for plugin in plugins if plugin.notes}
-    return FitResult(state.best_epoch, state.best_valid, test, state.history, time.perf_counter() - started,
-                     stopped, resumed_from, notes)
+    return FitResult(state.best_epoch, state.best_valid, test, state.history,
+                     time.perf_counter() - started, stopped, resumed_from, notes)
 
 
-def load_weights(model: Recommender, path: str | Path, device: str | torch.device = "cpu") -> Recommender:
+def load_weights(model: Recommender, path: str | Path,
+                 device: str | torch.device = "cpu") -> Recommender:
     """Load a ``best.pt`` (or any state dict file) safely (``weights_only=True``)."""
     state = torch.load(Path(path), map_location=device, weights_only=True)
     try:

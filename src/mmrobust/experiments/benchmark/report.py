@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from mmrobust.experiments.benchmark import TableConfig, slug
-from mmrobust.experiments.report_plots import (
+from mmrobust.experiments.benchmark.config import TableConfig
+from mmrobust.experiments.benchmark.figures import (
     NAMES,
     plot_budget_heatmap,
     plot_margin_bars,
@@ -30,7 +30,15 @@ from mmrobust.experiments.report_plots import (
     plot_tradeoff,
     plot_training_curves,
 )
-from mmrobust.experiments.store import PaperTable, ResultsStore, clean_rows, json_param, near
+from mmrobust.experiments.benchmark.grid import slug
+from mmrobust.experiments.benchmark.store import ResultsStore
+from mmrobust.experiments.benchmark.tables import (
+    PaperTable,
+    build_tables,
+    clean_rows,
+    json_param,
+    near,
+)
 from mmrobust.utils import atomic_write_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -49,12 +57,11 @@ class Block:
 
 
 # --------------------------------------------------------------- the report
-def write_report(out: str | Path) -> dict[str, Any]:
-    """Write ``report.md``, ``report.html`` and ``plots/*.png`` for the benchmark in ``out``."""
+def write_report(store: ResultsStore, out: str | Path) -> dict[str, Any]:
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` of ``store`` into ``out``."""
     out = Path(out)
-    store = ResultsStore.load(out)
     status = json.loads((out / "status.json").read_text(encoding="utf-8")) if (out / "status.json").exists() else {}
-    tables = [t for t in store.tables() if not t.empty]
+    tables = [t for t in build_tables(store) if not t.empty]
     plots = make_plots(store, tables, out / "plots")
     blocks = _header(store, status) + [Block("heading", "Tables")]
     blocks += [Block("table", t) for t in tables] or [Block("text", "No table has data yet.")]
