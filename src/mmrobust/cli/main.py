@@ -457,6 +457,8 @@ def _show_plan(bench, target: Path) -> None:
     frame = _guard(plan_benchmark, bench, target)
     shown = frame.assign(s_per_cell=frame.s_per_cell.round(1), s_to_go=frame.s_to_go.round(0))
     console.print(_frame_table(shown, f"{bench.name}: cells in {target} (s = measured seconds per finished cell)"))
+    for line in frame.attrs.get("skipped", []):
+        console.print(line, highlight=False, soft_wrap=True)
     unknown = int(frame.todo[frame.s_per_cell.isna()].sum())
     console.print(f"{int(frame.done.sum())} of {int(frame.cells.sum())} cells done; {int(frame.todo.sum())} to do, "
                   f"≈ {frame.s_to_go.sum() / 3600:.1f} h for those whose group has a finished cell"

@@ -34,7 +34,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from mmrobust.attacks import (
     Budget,
@@ -99,8 +99,29 @@ class AttackSettings(MeasurementSpec):
     relative: bool = Field(True, description="budgets relative to each row's L2 norm")
     pgd_steps: int = Field(10, ge=1, description="PGD steps")
 
+    #: settings only PGD reads: refused when no PGD attack is listed, reset in the other cells
+    PGD_ONLY: ClassVar[tuple[str, ...]] = ("pgd_steps", "restarts")
+
     def budget(self, eps: float) -> Budget:
         return Budget(eps=eps, norm=self.norm, relative=self.relative)
+
+    @model_validator(mode="after")
+    def _pgd_settings_need_pgd(self) -> AttackSettings:
+        attacks = getattr(self, "attacks", None)
+        if attacks is None or "pgd" in attacks:
+            return self
+        unused = [f for f in self.PGD_ONLY if f in type(self).model_fields and f in self.model_fields_set]
+        if unused:
+            raise ValueError(f"{' and '.join(unused)} only apply to PGD, and the attacks are "
+                             f"{', '.join(attacks) or 'none'}")
+        return self
+
+    def for_attack(self, attack: str) -> dict[str, Any]:
+        """Updates that give a one-attack cell of ``attack`` (PGD-only settings at their defaults
+        for the other attacks, so that equal measurements share one cell)."""
+        fields = type(self).model_fields
+        reset = {f: fields[f].default for f in self.PGD_ONLY if f in fields} if attack != "pgd" else {}
+        return {"attacks": [attack], **reset}
 
 
 @dataclass
@@ -181,7 +202,7 @@ class UntargetedSpec(AttackSettings):
 
     def cells(self) -> list[MeasurementSpec]:
         sets = self.modality_sets or [None]
-        return [self.model_copy(update={"attacks": [a], "budgets": [b], "modality_sets": s and [s]})
+        return [self.model_copy(update={**self.for_attack(a), "budgets": [b], "modality_sets": s and [s]})
                 for a in self.attacks for b in self.budgets for s in sets]
 
     def label(self) -> str:
@@ -297,7 +318,7 @@ class PromotionSpec(AttackSettings):
         return PromotionConfig(**self.promotion, seed=seed, beta=beta)
 
     def cells(self) -> list[MeasurementSpec]:
-        return [self.model_copy(update={"attacks": [a], "budgets": [b], "betas": [beta]})
+        return [self.model_copy(update={**self.for_attack(a), "budgets": [b], "betas": [beta]})
                 for a in self.attacks for b in self.budgets for beta in self.betas]
 
     def label(self) -> str:
@@ -463,8 +484,9 @@ class SampledSpec(AttackSettings):
                                                   description="cut-offs")
 
     def cells(self) -> list[MeasurementSpec]:
-        clean = [self.model_copy(update={"attacks": []})] if self.clean else []
-        return clean + [self.model_copy(update={"attacks": [a], "budgets": [b], "clean": False})
+        clean = [SampledSpec(seed=self.seed, n_negatives=self.n_negatives, ks=self.ks, attacks=[])] \
+            if self.clean else []
+        return clean + [self.model_copy(update={**self.for_attack(a), "budgets": [b], "clean": False})
                         for a in self.attacks for b in self.budgets]
 
     def label(self) -> str:

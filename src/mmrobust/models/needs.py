@@ -10,8 +10,10 @@ needs only the model's class, its typed config and the dataset's modalities
 Examples:
     >>> from mmrobust.models import Needs, profile_of
     >>> needs = Needs("modality balancing", routes=("direct",), min_modalities=2, parts=True)
-    >>> needs.why_not(profile_of("lattice", {}, ("image", "text")))  # doctest: +ELLIPSIS
-    "modality balancing needs a model whose score reads the item features directly; lattice ..."
+    >>> print(needs.why_not(profile_of("vbpr", {}, ("image",))))
+    modality balancing needs two or more modalities; vbpr reads image
+    >>> needs.why_not(profile_of("vbpr", {}, ("image", "text"))) is None
+    True
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from mmrobust.models.base import FEATURE_ROUTES, Recommender
 from mmrobust.models.registry import make_config, model_class
 
+NUMBERS = {1: "one", 2: "two", 3: "three"}
 ROUTE_WORDS = {"direct": "reads the item features directly", "graph": "reads the item features (any route)",
                "none": "reads no item features", "training-only": "reads item features at training only"}
 
@@ -71,7 +74,8 @@ class Needs:
             return (f"{self.who} needs a model whose score {wanted}; {profile.model} has feature route "
                     f"'{profile.route}' ({profile.route_note})")
         if len(profile.modalities) < self.min_modalities:
-            return (f"{self.who} needs {self.min_modalities} or more modalities; {profile.model} reads "
+            count = NUMBERS.get(self.min_modalities, str(self.min_modalities))
+            return (f"{self.who} needs {count} or more modalities; {profile.model} reads "
                     f"{', '.join(profile.modalities) or 'none'}")
         if self.parts and not profile.parts:
             return (f"{self.who} needs per-modality score parts; {profile.model} has none "

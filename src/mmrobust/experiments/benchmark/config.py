@@ -176,7 +176,7 @@ class Selection(BaseModel):
 
     def spec(self) -> MeasurementSpec:
         """The measurement settings of the entry (without name and filters)."""
-        return self.spec_class(**self.model_dump(exclude=set(Selection.model_fields)))
+        return self.spec_class(**self.model_dump(exclude=set(Selection.model_fields), exclude_unset=True))
 
 
 class UntargetedEntry(Selection, UntargetedSpec):

@@ -87,7 +87,8 @@ def plan_benchmark(config: BenchmarkConfig, out: str | Path,
                    datasets: Mapping[str, Dataset] | None = None) -> pd.DataFrame:
     """What a (re-)run of the benchmark into ``out`` has left, row by row of the tables: cells
     done and to do per (model, row, kind), the measured seconds per finished cell and, from
-    them, the seconds still to go (NaN where no cell of that group has finished yet)."""
+    them, the seconds still to go (NaN where no cell of that group has finished yet).
+    ``attrs["skipped"]``: the combinations the grid skips, each with its reason."""
     out = Path(out)
     datasets = dict(datasets) if datasets is not None else load_datasets(config.datasets)
     grid = expand_grid(config, datasets)
@@ -103,7 +104,9 @@ def plan_benchmark(config: BenchmarkConfig, out: str | Path,
         cells=("done", "size"), done=("done", "sum"), s_per_cell=("seconds", "mean")).reset_index()
     plan["todo"] = plan.cells - plan.done
     plan["s_to_go"] = plan.todo * plan.s_per_cell.where(plan.todo > 0, 0.0)
-    return plan[["model", "row", "kind", "cells", "done", "todo", "s_per_cell", "s_to_go"]]
+    plan = plan[["model", "row", "kind", "cells", "done", "todo", "s_per_cell", "s_to_go"]]
+    plan.attrs["skipped"] = list(grid.skipped)
+    return plan
 
 
 def _write_status(out: Path, config: BenchmarkConfig, grid: Grid, outcome: Outcome, todo: int, seconds: float,
