@@ -22,16 +22,23 @@ warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in bet
 
 # Validation-selected settings (benchmarks/foundation_table.py): dataset -> model -> (settings, lr)
 TUNED = {
-    "tiktok": {"mf": ({"reg_weight": 0.1}, 5e-3), "lightgcn": ({"reg_weight": 0.01}, 5e-3),
-               "vbpr": ({"reg_weight": 0.1}, 5e-3)},
-    "ml100k": {"mf": ({"reg_weight": 0.01}, 5e-3), "lightgcn": ({"reg_weight": 1e-3}, 5e-3),
-               "vbpr": ({"reg_weight": 0.01}, 5e-3)},
+    "tiktok": {
+        "mf": ({"reg_weight": 0.1}, 5e-3),
+        "lightgcn": ({"reg_weight": 0.01}, 5e-3),
+        "vbpr": ({"reg_weight": 0.1}, 5e-3),
+    },
+    "ml100k": {
+        "mf": ({"reg_weight": 0.01}, 5e-3),
+        "lightgcn": ({"reg_weight": 1e-3}, 5e-3),
+        "vbpr": ({"reg_weight": 0.01}, 5e-3),
+    },
 }
 _TRAINED: dict = {}
 
 
 def trained_real(dataset: str, model: str, epochs: int = 30):
-    """(dataset, model, fit result) trained once per test session with the tuned settings, capped epochs."""
+    """(dataset, model, fit result) trained once per test session with the tuned settings,
+    capped epochs."""
     key = (dataset, model, epochs)
     if key not in _TRAINED:
         from mmrobust.data import load_dataset
@@ -43,14 +50,18 @@ def trained_real(dataset: str, model: str, epochs: int = 30):
         params, lr = TUNED[dataset].get(model, ({}, 1e-3))
         seed_everything(0)
         net = build_model(model, ds, **params)
-        result = fit(net, ds, TrainConfig(epochs=epochs, lr=lr, patience=10, progress=False, device="cpu"))
+        result = fit(
+            net, ds, TrainConfig(epochs=epochs, lr=lr, patience=10, progress=False, device="cpu")
+        )
         _TRAINED[key] = (ds, net, result)
     return _TRAINED[key]
 
 
-def train_synthetic(model: str = "vbpr", epochs: int = 15, embedding_size: int = 16, batch_size: int = 256,
-                    **data):
-    """(dataset, model) on synthetic data, trained briefly with seed 0 (for attack/defense tests)."""
+def train_synthetic(
+    model: str = "vbpr", epochs: int = 15, embedding_size: int = 16, batch_size: int = 256, **data
+):
+    """(dataset, model) on synthetic data, trained briefly with seed 0 (for attack/defense
+    tests)."""
     from mmrobust.data import make_synthetic
     from mmrobust.models import build_model
     from mmrobust.training import TrainConfig, fit
@@ -59,7 +70,11 @@ def train_synthetic(model: str = "vbpr", epochs: int = 15, embedding_size: int =
     ds = make_synthetic(**data)
     seed_everything(0)
     net = build_model(model, ds, embedding_size=embedding_size)
-    fit(net, ds, TrainConfig(epochs=epochs, lr=0.02, batch_size=batch_size, progress=False, device="cpu"))
+    fit(
+        net,
+        ds,
+        TrainConfig(epochs=epochs, lr=0.02, batch_size=batch_size, progress=False, device="cpu"),
+    )
     return ds, net
 
 
@@ -76,8 +91,13 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
-def write_folder(folder: Path, rows: list[tuple], features: dict[str, object] | None = None,
-                 header: str = "userID\titemID\trating\ttimestamp\tx_label", name: str | None = None) -> Path:
+def write_folder(
+    folder: Path,
+    rows: list[tuple],
+    features: dict[str, object] | None = None,
+    header: str = "userID\titemID\trating\ttimestamp\tx_label",
+    name: str | None = None,
+) -> Path:
     """Write a small MMRec folder; ``rows`` are tuples written tab-separated under ``header``."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = [header] + ["\t".join(str(v) for v in row) for row in rows]
@@ -99,9 +119,14 @@ def good_rows(n_users: int = 4, n_items: int = 6) -> list[tuple]:
 @pytest.fixture
 def good_folder(tmp_path) -> Path:
     rng = np.random.default_rng(0)
-    return write_folder(tmp_path / "tiny", good_rows(),
-                        {"image": rng.standard_normal((6, 5)).astype(np.float32),
-                         "text": rng.standard_normal((6, 3)).astype(np.float32)})
+    return write_folder(
+        tmp_path / "tiny",
+        good_rows(),
+        {
+            "image": rng.standard_normal((6, 5)).astype(np.float32),
+            "text": rng.standard_normal((6, 3)).astype(np.float32),
+        },
+    )
 
 
 def read_inter(folder: Path) -> pd.DataFrame:
@@ -126,7 +151,9 @@ def pairs(ds, n: int = 80, seed: int = 0):
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(0, ds.n_items, (n,), generator=g)
+    return torch.randint(0, ds.n_users, (n,), generator=g), torch.randint(
+        0, ds.n_items, (n,), generator=g
+    )
 
 
 def write_synthetic_folder(root: Path) -> Path:
@@ -135,9 +162,13 @@ def write_synthetic_folder(root: Path) -> Path:
 
     ds = make_synthetic(n_users=80, n_items=120, per_user=12, seed=5)
     coo = {s: ds.split(s).tocoo() for s in ("train", "valid", "test")}
-    inter = pd.DataFrame({"userID": np.concatenate([c.row for c in coo.values()]),
-                          "itemID": np.concatenate([c.col for c in coo.values()]),
-                          "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()])})
+    inter = pd.DataFrame(
+        {
+            "userID": np.concatenate([c.row for c in coo.values()]),
+            "itemID": np.concatenate([c.col for c in coo.values()]),
+            "x_label": np.repeat([0, 1, 2], [c.nnz for c in coo.values()]),
+        }
+    )
     inter["rating"], inter["timestamp"] = 1, 0
     return write_mmrec(root / "synth", "synth", inter, ds.features)
 
@@ -166,4 +197,6 @@ def image_perturbation_effect(model, ds, feats):
     assert all(x[m].grad.abs().sum() > 0 for m in x)
     perturbed = {**feats, "image": feats["image"] + 0.5 * torch.randn_like(feats["image"])}
     with torch.no_grad():
-        return model.embed(feats).modality_scores(users, items), model.embed(perturbed).modality_scores(users, items)
+        return model.embed(feats).modality_scores(users, items), model.embed(
+            perturbed
+        ).modality_scores(users, items)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmrobust.errors import UserError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch and ask torch for deterministic kernels, so that a run is
@@ -38,10 +40,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' was requested but CUDA is not "
+        raise UserError(f"device '{device}' was requested but CUDA is not "
                          "available on this machine; use 'cpu' or 'auto'")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device '{device}'; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        raise UserError(f"unknown device '{device}'; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return torch.device(name)
 
 

@@ -14,6 +14,7 @@ from mmrobust.attacks.promotion import (
     split_users,
 )
 from mmrobust.attacks.random_noise import RandomNoise
+from mmrobust.errors import UserError
 
 ATTACKS = {cls.name: cls for cls in (FGSM, PGD, RandomNoise)}
 
@@ -21,7 +22,7 @@ ATTACKS = {cls.name: cls for cls in (FGSM, PGD, RandomNoise)}
 def make_attack(name: str, **kwargs) -> Attack:
     """An attack object by name (fgsm, pgd, random)."""
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack '{name}'; available: {', '.join(ATTACKS)}")
+        raise UserError(f"unknown attack '{name}'; available: {', '.join(ATTACKS)}")
     return ATTACKS[name](**kwargs)
 
 

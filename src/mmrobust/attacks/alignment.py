@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmrobust.attacks.perturbation import Perturbation
+from mmrobust.errors import UserError
 from mmrobust.models import Recommender
 
 
@@ -35,7 +36,7 @@ def mapped_gradients(model: Recommender, features: Mapping[str, Tensor], pert: P
         (vjp,) = torch.autograd.grad(rows, pert.deltas[m], probe, create_graph=True,
                                      allow_unused=True)
         if vjp is None:
-            raise ValueError(f"{model.name}'s item representation does not read modality '{m}' "
+            raise UserError(f"{model.name}'s item representation does not read modality '{m}' "
                              f"at the {pert.point} point, so its gradient cannot be aligned")
         (jvp,) = torch.autograd.grad(vjp, probe, grad, create_graph=True)
         out[m] = jvp
@@ -46,7 +47,7 @@ def alignment(model: Recommender, features: Mapping[str, Tensor], pert: Perturba
               grads: Mapping[str, Tensor]) -> Tensor:
     """Per-row mean over modality pairs of cos(J_a g_a, J_b g_b): a tensor [n_rows]."""
     if len(grads) < 2:
-        raise ValueError("gradient alignment needs at least two perturbed modalities")
+        raise UserError("gradient alignment needs at least two perturbed modalities")
     mapped = mapped_gradients(model, features, pert, grads)
     cosines = [F.cosine_similarity(mapped[a], mapped[b], dim=1, eps=1e-12)
                for a, b in combinations(mapped, 2)]

@@ -16,6 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
+from mmrobust.errors import UserError
+
 Norm = Literal["l2", "linf"]
 
 
@@ -35,13 +37,13 @@ class Budget(BaseModel):
     def _non_negative(cls, value: float | dict[str, float]) -> float | dict[str, float]:
         values = value.values() if isinstance(value, dict) else [value]
         if any(v < 0 or v != v for v in values):
-            raise ValueError(f"budget eps must be non-negative numbers, got {value}")
+            raise UserError(f"budget eps must be non-negative numbers, got {value}")
         return value
 
     def eps_for(self, modality: str) -> float:
         if isinstance(self.eps, dict):
             if modality not in self.eps:
-                raise ValueError(f"the budget sets eps for {', '.join(self.eps)} "
+                raise UserError(f"the budget sets eps for {', '.join(self.eps)} "
                                  f"but not for modality '{modality}'")
             return float(self.eps[modality])
         return float(self.eps)

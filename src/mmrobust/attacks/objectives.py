@@ -12,6 +12,8 @@ from torch import Tensor
 
 from mmrobust.attacks.perturbation import Perturbation
 from mmrobust.data import Dataset
+from mmrobust.data.sampling import BPRSampler
+from mmrobust.errors import UserError
 from mmrobust.models import Recommender
 
 
@@ -30,13 +32,12 @@ def split_triples(dataset: Dataset, split: str = "test", seed: int = 0, negative
     """Every (user, held-out item) pair of ``split`` with ``negatives`` uniform negatives each,
     drawn among items the user never interacted with; ``sample`` keeps a random subset of
     pairs (an explicit speed option)."""
-    from mmrobust.data.sampling import BPRSampler
 
     rng = np.random.default_rng([seed, 7919])
     coo = dataset.split(split).tocoo()
     users, pos = coo.row.astype(np.int64), coo.col.astype(np.int64)
     if len(users) == 0:
-        raise ValueError(f"dataset '{dataset.name}' has no {split} interactions to attack")
+        raise UserError(f"dataset '{dataset.name}' has no {split} interactions to attack")
     if sample is not None and sample < len(users):
         keep = np.sort(rng.choice(len(users), size=sample, replace=False))
         users, pos = users[keep], pos[keep]

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mmrobust.attacks.budget import Budget, project_rows, row_norm
+from mmrobust.errors import UserError
 from mmrobust.models import PERTURBATION_POINTS, Recommender
 
 
@@ -35,11 +36,11 @@ class Perturbation:
         """A zero perturbation of ``modalities`` (default:
         all the model reads) for ``items`` (default: all)."""
         if point not in PERTURBATION_POINTS:
-            raise ValueError(f"unknown perturbation point '{point}'; use "
+            raise UserError(f"unknown perturbation point '{point}'; use "
                              f"one of {', '.join(PERTURBATION_POINTS)}")
         names = tuple(modalities) if modalities else model.modalities
         if not names:
-            raise ValueError(f"{model.name} reads no item features, so there is nothing to perturb")
+            raise UserError(f"{model.name} reads no item features, so there is nothing to perturb")
         deltas, radius = {}, {}
         for m in names:
             model.perturbation_shape(point, m)  # validates the modality

@@ -35,6 +35,7 @@ from mmrobust.attacks.alignment import alignment
 from mmrobust.attacks.base import Attack
 from mmrobust.attacks.perturbation import Perturbation
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 from mmrobust.models import Recommender
 
 
@@ -77,10 +78,10 @@ def select_targets(dataset: Dataset, n_interactions: int = 5, count: int = 100,
         pool = np.flatnonzero(pop == n_interactions)
         note = f"items with exactly {n_interactions} training interactions"
     else:
-        raise ValueError(f"unknown target selection '{selection}'; "
+        raise UserError(f"unknown target selection '{selection}'; "
                          "use unpopular, uniform or popular")
     if len(pool) == 0:
-        raise ValueError(f"dataset '{dataset.name}' has no {note}; choose another n_interactions")
+        raise UserError(f"dataset '{dataset.name}' has no {note}; choose another n_interactions")
     chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
     if len(chosen) < count:
         note += f" (only {len(chosen)} exist, all used)"
@@ -174,7 +175,7 @@ class PromotionObjective:
         item-representation space, compared by cosine (differentiable in δ)."""
         names = list(pert.deltas)
         if len(names) < 2:
-            raise ValueError("gradient alignment needs at least two perturbed modalities")
+            raise UserError("gradient alignment needs at least two perturbed modalities")
         grads = torch.autograd.grad(value, [pert.deltas[m] for m in names], create_graph=True)
         return alignment(self.model, self.features, pert,
                          dict(zip(names, grads, strict=True))).sum()

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from mmrobust.data.errors import DataError
+from mmrobust.errors import UserError
 
 SPLITS = ("train", "valid", "test")
 
@@ -85,7 +86,7 @@ class Dataset:
 
     def split(self, name: str) -> sp.csr_matrix:
         if name not in SPLITS:
-            raise ValueError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
+            raise UserError(f"unknown split '{name}'; use one of {', '.join(SPLITS)}")
         return getattr(self, name)
 
     def feature_dims(self) -> dict[str, int]:

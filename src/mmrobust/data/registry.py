@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mmrobust.data.dataset import Dataset
 from mmrobust.data.errors import DataError
+from mmrobust.data.ml100k_meta import build_ml100k_meta
 from mmrobust.data.mmrec import find_inter_file, load_mmrec
 from mmrobust.utils import atomic_write_text
 
@@ -33,8 +34,6 @@ def data_path() -> list[Path]:
 
 
 def _builders() -> dict[str, Callable[..., Path]]:
-    from mmrobust.data.ml100k_meta import build_ml100k_meta
-
     return {"ml100k-meta": build_ml100k_meta}
 
 

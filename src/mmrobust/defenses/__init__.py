@@ -15,22 +15,33 @@ from mmrobust.defenses.modality_balancing import (
 from mmrobust.defenses.uat import UAT, UATConfig
 from mmrobust.defenses.uat_mc import UATMC, UATMCConfig
 from mmrobust.defenses.unimodal import unimodal_params
+from mmrobust.errors import UserError
 from mmrobust.models import LossPlugin
 
 DEFENSES: dict[str, type] = {cls.name: cls for cls in (AMR, ModalityBalancing, UAT, UATMC)}
-ALIASES = {"adv": "amr", "adv-training": "amr", "mb": "modality-balancing", "uatmc": "uat-mc",
-           "modality_balancing": "modality-balancing", "uat_mc": "uat-mc"}
+ALIASES = {
+    "adv": "amr",
+    "adv-training": "amr",
+    "mb": "modality-balancing",
+    "uatmc": "uat-mc",
+    "modality_balancing": "modality-balancing",
+    "uat_mc": "uat-mc",
+}
 
 
 def defense_class(name: str) -> type:
     key = ALIASES.get(name.lower(), name.lower())
     if key not in DEFENSES:
-        raise ValueError(f"unknown defense '{name}'; available: {', '.join(DEFENSES)} (and unimodal via model settings)")
+        raise UserError(
+            f"unknown defense '{name}'; available: {', '.join(DEFENSES)} (and unimodal via model "
+            "settings)"
+        )
     return DEFENSES[key]
 
 
 def make_defense(name: str, **params: Any) -> LossPlugin:
-    """A defense plug-in by name with its typed settings (unknown settings are named in the error)."""
+    """A defense plug-in by name with its typed settings (unknown settings are named in the
+    error)."""
     cls = defense_class(name)
     return cls(cls.Config(**params))
 

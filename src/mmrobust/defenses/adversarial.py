@@ -26,13 +26,19 @@ class AdversarialConfig(BaseModel):
 
     eps: float = Field(0.05, ge=0, description="budget: r (relative) or ε (absolute)")
     budget: Literal["relative", "absolute", "absolute_maxnorm"] = Field(
-        "relative", description="relative: ε_i = r‖x_i‖; absolute: ε; absolute_maxnorm: ε·max|x_m| (AMR code)")
+        "relative",
+        description="relative: ε_i = r‖x_i‖; absolute: ε; absolute_maxnorm: ε·max|x_m| (AMR code)",
+    )
     lam: float = Field(1.0, ge=0, description="weight λ of the adversarial BPR term")
     point: Literal["raw", "embedding"] = Field("raw", description="perturbation point")
-    modalities: list[str] | None = Field(None, description="modalities to perturb (default: all the model reads)")
+    modalities: list[str] | None = Field(
+        None, description="modalities to perturb (default: all the model reads)"
+    )
 
 
-def batch_bpr(model: Recommender, features: Mapping[str, Tensor], batch: Batch, pert: Perturbation | None) -> Tensor:
+def batch_bpr(
+    model: Recommender, features: Mapping[str, Tensor], batch: Batch, pert: Perturbation | None
+) -> Tensor:
     """L_BPR of the batch with the perturbation applied (clean when ``pert`` is None)."""
     feats, emb_delta = pert.inputs(model, features) if pert is not None else (features, None)
     pos, neg = model.bpr_scores(feats, batch, emb_delta)
@@ -65,18 +71,26 @@ class AdversarialTraining(LossPlugin):
             return Budget(eps=eps)
         if self.config.budget == "absolute":
             return Budget(eps=eps, relative=False)
-        return Budget(eps={m: eps * self._scale.get(m, 1.0) for m in model.modalities}, relative=False)
+        return Budget(
+            eps={m: eps * self._scale.get(m, 1.0) for m in model.modalities}, relative=False
+        )
 
     def noise_objective(self, model: Recommender, features: Mapping[str, Tensor], batch: Batch):
         return lambda pert: batch_bpr(model, features, batch, pert)
 
-    def craft(self, model: Recommender, features: Mapping[str, Tensor], batch: Batch) -> Perturbation:
+    def craft(
+        self, model: Recommender, features: Mapping[str, Tensor], batch: Batch
+    ) -> Perturbation:
         items = torch.unique(torch.cat([batch.pos, batch.neg]))
-        pert = Perturbation.zeros(model, features, self.budget(model), self.config.point, self.config.modalities, items)
+        pert = Perturbation.zeros(
+            model, features, self.budget(model), self.config.point, self.config.modalities, items
+        )
         _, grads = objective_gradient(self.noise_objective(model, features, batch), pert)
         return fgsm_from_gradient(pert, grads).detached()
 
-    def extra_loss(self, model: Recommender, batch: Batch, features: Mapping[str, Tensor]) -> Tensor | None:
+    def extra_loss(
+        self, model: Recommender, batch: Batch, features: Mapping[str, Tensor]
+    ) -> Tensor | None:
         if self.config.lam == 0:
             return None
         pert = self.craft(model, features, batch)
@@ -85,5 +99,8 @@ class AdversarialTraining(LossPlugin):
         for m, delta in pert.deltas.items():
             clean = clean_rows(model, features, m, pert.point, pert.items)
             self.record(f"delta_norm/{m}", row_norm(delta, "l2").mean())
-            self.record(f"delta_ratio/{m}", (row_norm(delta, "l2") / row_norm(clean, "l2").clamp_min(1e-12)).mean())
+            self.record(
+                f"delta_ratio/{m}",
+                (row_norm(delta, "l2") / row_norm(clean, "l2").clamp_min(1e-12)).mean(),
+            )
         return self.config.lam * term

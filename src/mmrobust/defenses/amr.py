@@ -18,7 +18,11 @@ from mmrobust.models import Needs
 
 
 class AMRConfig(AdversarialConfig):
-    eps: float = Field(0.05, ge=0, description="r = 5 % of ‖x_i‖ (matches the attack budget; paper: absolute 0.1/1)")
+    eps: float = Field(
+        0.05,
+        ge=0,
+        description="r = 5 % of ‖x_i‖ (matches the attack budget; paper: absolute 0.1/1)",
+    )
     lam: float = Field(1.0, ge=0, description="λ = 1 (paper)")
 
 

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from mmrobust.attacks import FGSM, Budget, split_triples
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 from mmrobust.models import Batch, LossPlugin, Needs, Recommender
 from mmrobust.models.base import dot, rows
 
@@ -42,17 +43,28 @@ class ModalityBalancingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lam: float = Field(0.1, ge=0, description="λ (paper search space 0.001, 0.01, 0.1, 1, 10)")
-    n_samples: int = Field(20, ge=1, description="N triples per batch (paper search space 10, 20, 30, 50, 100)")
+    n_samples: int = Field(
+        20, ge=1, description="N triples per batch (paper search space 10, 20, 30, 50, 100)"
+    )
     eps: float = Field(1.0, ge=0, description="distillation budget ε (paper: 1, raw feature units)")
-    eps_kind: Literal["absolute", "relative"] = Field("absolute", description="absolute ε, or ε·max|x_{s,i}| per row")
+    eps_kind: Literal["absolute", "relative"] = Field(
+        "absolute", description="absolute ε, or ε·max|x_{s,i}| per row"
+    )
     steps: int = Field(10, ge=1, description="PGD steps T of the distillation (paper 10)")
-    sensitive: str = Field("auto", description="sensitive modality, or 'auto' (largest margin drop under FGSM)")
-    combine: Literal["sum", "each"] = Field("sum", description="robust modalities compensate together or each")
-    select_budget: float = Field(0.05, gt=0, description="FGSM r used to choose the sensitive modality")
+    sensitive: str = Field(
+        "auto", description="sensitive modality, or 'auto' (largest margin drop under FGSM)"
+    )
+    combine: Literal["sum", "each"] = Field(
+        "sum", description="robust modalities compensate together or each"
+    )
+    select_budget: float = Field(
+        0.05, gt=0, description="FGSM r used to choose the sensitive modality"
+    )
 
 
-def choose_sensitive_modality(model: Recommender, dataset: Dataset, budget: float = 0.05,
-                              seed: int = 0) -> tuple[str, dict[str, float]]:
+def choose_sensitive_modality(
+    model: Recommender, dataset: Dataset, budget: float = 0.05, seed: int = 0
+) -> tuple[str, dict[str, float]]:
     """The modality whose mean validation margin s^m_ui − s^m_uj drops most under FGSM-L2."""
     features = dataset.feature_tensors(model.device, model.modalities)
     triples = split_triples(dataset, "valid", seed, device=model.device)
@@ -62,7 +74,10 @@ def choose_sensitive_modality(model: Recommender, dataset: Dataset, budget: floa
         pert = FGSM(Budget(eps=budget)).perturb(model, dataset, features, split="valid", seed=seed)
         with torch.no_grad():
             drops = {}
-            for phase, emb in (("clean", model.embed(features)), ("attacked", model.embed(*pert.inputs(model, features)))):
+            for phase, emb in (
+                ("clean", model.embed(features)),
+                ("attacked", model.embed(*pert.inputs(model, features))),
+            ):
                 pos = emb.modality_scores(triples.users, triples.pos)
                 neg = emb.modality_scores(triples.users, triples.neg)
                 for m in model.modalities:
@@ -75,7 +90,9 @@ def choose_sensitive_modality(model: Recommender, dataset: Dataset, budget: floa
 
 class ModalityBalancing(LossPlugin):
     name: ClassVar[str] = "modality-balancing"
-    needs: ClassVar[Needs] = Needs("modality balancing", routes=("direct",), min_modalities=2, parts=True)
+    needs: ClassVar[Needs] = Needs(
+        "modality balancing", routes=("direct",), min_modalities=2, parts=True
+    )
     Config: ClassVar[type[ModalityBalancingConfig]] = ModalityBalancingConfig
 
     def __init__(self, config: ModalityBalancingConfig | None = None, **overrides: object):
@@ -83,28 +100,40 @@ class ModalityBalancing(LossPlugin):
         values = (config or self.Config()).model_dump()
         values.update(overrides)
         self.config = self.Config(**values)
-        self.sensitive: str | None = None if self.config.sensitive == "auto" else self.config.sensitive
+        self.sensitive: str | None = (
+            None if self.config.sensitive == "auto" else self.config.sensitive
+        )
 
     def on_fit_start(self, model: Recommender, dataset: Dataset) -> None:
         self.needs.check(model)
         with torch.no_grad():
             parts = model.embed(dataset.feature_tensors(model.device, model.modalities)).parts
         if set(parts) != set(model.modalities):
-            raise ValueError(f"modality balancing needs per-modality score parts; {model.name} has "
-                             f"{', '.join(parts) or 'none'} ({model.route_note})")
+            raise UserError(
+                f"modality balancing needs per-modality score parts; {model.name} has "
+                f"{', '.join(parts) or 'none'} ({model.route_note})"
+            )
         if self.sensitive is None:
-            self.sensitive, drops = choose_sensitive_modality(model, dataset, self.config.select_budget)
+            self.sensitive, drops = choose_sensitive_modality(
+                model, dataset, self.config.select_budget
+            )
             self.notes["margin_drops_valid"] = drops
         elif self.sensitive not in model.modalities:
-            raise ValueError(f"sensitive modality '{self.sensitive}' is not one {model.name} reads "
-                             f"({', '.join(model.modalities)})")
+            raise UserError(
+                f"sensitive modality '{self.sensitive}' is not one {model.name} reads "
+                f"({', '.join(model.modalities)})"
+            )
         self.notes["sensitive"] = self.sensitive
         self.notes["robust"] = [m for m in model.modalities if m != self.sensitive]
 
     def distill(self, model: Recommender, x_i: Tensor, target: Tensor) -> Tensor:
         """Eq. 4: z* = argmin ‖g^s(z) − target‖² s.t. ‖z − x_i‖_∞ ≤ ε, by T signed steps."""
         s, cfg = self.sensitive, self.config
-        eps = cfg.eps * (x_i.abs().amax(1, keepdim=True) if cfg.eps_kind == "relative" else torch.ones_like(x_i[:, :1]))
+        eps = cfg.eps * (
+            x_i.abs().amax(1, keepdim=True)
+            if cfg.eps_kind == "relative"
+            else torch.ones_like(x_i[:, :1])
+        )
         step = 2.5 * eps / cfg.steps
         z = x_i.detach().clone()
         with torch.enable_grad():
@@ -112,10 +141,14 @@ class ModalityBalancing(LossPlugin):
                 z.requires_grad_(True)
                 distance = (model.encode_modality(s, z) - target).pow(2).sum()
                 (grad,) = torch.autograd.grad(distance, z)
-                z = torch.maximum(torch.minimum(z.detach() - step * grad.sign(), x_i + eps), x_i - eps)
+                z = torch.maximum(
+                    torch.minimum(z.detach() - step * grad.sign(), x_i + eps), x_i - eps
+                )
         return z.detach()
 
-    def extra_loss(self, model: Recommender, batch: Batch, features: Mapping[str, Tensor]) -> Tensor | None:
+    def extra_loss(
+        self, model: Recommender, batch: Batch, features: Mapping[str, Tensor]
+    ) -> Tensor | None:
         if self.config.lam == 0:
             return None
         s = self.sensitive
@@ -127,8 +160,10 @@ class ModalityBalancing(LossPlugin):
         adv = model.embed({**features, s: features[s].index_copy(0, i, z)})
         e_u = rows(emb.parts[s][0], u)
         margin_s = dot(e_u, rows(emb.parts[s][1], i)) - dot(e_u, rows(adv.parts[s][1], i))
-        robust = {r: dot(rows(emb.parts[r][0], u), rows(emb.parts[r][1], i) - rows(emb.parts[r][1], j))
-                  for r in self.notes["robust"]}
+        robust = {
+            r: dot(rows(emb.parts[r][0], u), rows(emb.parts[r][1], i) - rows(emb.parts[r][1], j))
+            for r in self.notes["robust"]
+        }
         if self.config.combine == "sum":
             balance = F.relu(margin_s - sum(robust.values())).mean()
         else:

@@ -23,7 +23,9 @@ from mmrobust.models import Batch, Needs, Recommender
 
 
 class UATMCConfig(UATConfig):
-    beta: float = Field(1.0, ge=0, description="β of the alignment term (paper search space 1, …, 10)")
+    beta: float = Field(
+        1.0, ge=0, description="β of the alignment term (paper search space 1, …, 10)"
+    )
 
 
 class UATMC(UAT):

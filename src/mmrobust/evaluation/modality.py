@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mmrobust.attacks import FGSM, Budget, Perturbation, Triples, split_triples
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 from mmrobust.evaluation.ranking import compute_embeddings
 from mmrobust.models import Embeddings, Recommender
 
@@ -55,7 +56,7 @@ def modality_analysis(model: Recommender, dataset: Dataset, pert: Perturbation |
     the fused margin with each modality attacked alone; the sensitive modality is then the
     one whose lone attack lowers the fused margin most."""
     if not model.modalities:
-        raise ValueError(f"{model.name} reads no item features: "
+        raise UserError(f"{model.name} reads no item features: "
                          "there are no modality margins to analyse")
     if features is None:
         features = dataset.feature_tensors(model.device, model.modalities)

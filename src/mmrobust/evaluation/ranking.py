@@ -17,6 +17,7 @@ from torch import Tensor
 
 from mmrobust.data import Dataset
 from mmrobust.data.sampling import interaction_keys, sample_negatives
+from mmrobust.errors import UserError
 from mmrobust.evaluation.metrics import DEFAULT_KS, per_user_topk_metrics, sampled_metrics
 from mmrobust.models import Embeddings, Recommender
 
@@ -24,7 +25,7 @@ from mmrobust.models import Embeddings, Recommender
 def excluded_items(dataset: Dataset, split: str) -> sp.csr_matrix:
     """Items never recommended when scoring ``split``: train items, plus valid items for test."""
     if split == "train":
-        raise ValueError("evaluating on the train split is not "
+        raise UserError("evaluating on the train split is not "
                          "meaningful: its items are the ones masked")
     mask = dataset.train
     if split == "test":
@@ -80,7 +81,7 @@ def evaluate_per_user(model: Recommender, dataset: Dataset, split: str = "test",
     target = dataset.split(split)
     users = np.flatnonzero(target.getnnz(axis=1) > 0)
     if len(users) == 0:
-        raise ValueError(f"dataset '{dataset.name}' has no interactions "
+        raise UserError(f"dataset '{dataset.name}' has no interactions "
                          f"in the {split} split to evaluate")
     kmax = min(max(ks), dataset.n_items)
     device = emb.user.device
@@ -135,10 +136,10 @@ def evaluate_sampled(model: Recommender, dataset: Dataset, split: str = "test",
     free = dataset.n_items - interacted.getnnz(axis=1)
     cases = dataset.split(split).tocoo()
     if cases.nnz == 0:
-        raise ValueError(f"dataset '{dataset.name}' has no interactions "
+        raise UserError(f"dataset '{dataset.name}' has no interactions "
                          f"in the {split} split to evaluate")
     if (free[cases.row] < n_negatives).any():
-        raise ValueError(f"some users have fewer than {n_negatives} "
+        raise UserError(f"some users have fewer than {n_negatives} "
                          "non-interacted items; lower n_negatives")
     keys = interaction_keys(interacted)
     rng = np.random.default_rng(seed)

@@ -25,6 +25,7 @@ from mmrobust.attacks import (
     untargeted_objective,
 )
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 from mmrobust.evaluation.metrics import DEFAULT_KS
 from mmrobust.evaluation.ranking import evaluate
 from mmrobust.models import Recommender
@@ -58,7 +59,7 @@ def untargeted_sweep(model: Recommender, dataset: Dataset,
     budget × modality set (default: all modalities)."""
     unknown = [a for a in attacks if a not in UNTARGETED_ATTACKS]
     if unknown:
-        raise ValueError(f"unknown untargeted attack {', '.join(unknown)}; "
+        raise UserError(f"unknown untargeted attack {', '.join(unknown)}; "
                          f"use {', '.join(UNTARGETED_ATTACKS)}")
     features = dataset.feature_tensors(model.device, model.modalities)
     clean = evaluate(model, dataset, "test", features, ks)

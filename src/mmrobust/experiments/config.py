@@ -10,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mmrobust.data import DEFAULT_DATASET
 from mmrobust.defenses import defense_class
+from mmrobust.errors import UserError
 from mmrobust.models import make_config, model_class
 from mmrobust.training import TrainConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or override that cannot be used; the message names the key."""
 
 
@@ -33,20 +34,31 @@ class DefenseSpec(BaseModel):
         try:
             self.params = cls.Config(**self.params).model_dump()
         except ValidationError as exc:
-            raise ValueError(format_validation_error(exc, f"{self.name} settings", prefix=f"defense.{self.name}.")) from None
+            raise ValueError(
+                format_validation_error(
+                    exc, f"{self.name} settings", prefix=f"defense.{self.name}."
+                )
+            ) from None
         return self
 
 
 class RunConfig(BaseModel):
-    """One training run: which dataset, which model with which settings, which defenses, how to train."""
+    """One training run: which dataset, which model with which settings, which defenses, how
+    to train."""
 
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(DEFAULT_DATASET, description="dataset name or MMRec folder path")
     model: str = Field("vbpr", description="model name (pop, mf, lightgcn, vbpr, ...)")
-    model_params: dict[str, Any] = Field(default_factory=dict, description="the model's typed config, defaults filled in")
-    defenses: list[DefenseSpec] = Field(default_factory=list, description="training-time defenses (they stack)")
-    init_from: str | None = Field(None, description="run directory whose best weights start the training (fine-tuning)")
+    model_params: dict[str, Any] = Field(
+        default_factory=dict, description="the model's typed config, defaults filled in"
+    )
+    defenses: list[DefenseSpec] = Field(
+        default_factory=list, description="training-time defenses (they stack)"
+    )
+    init_from: str | None = Field(
+        None, description="run directory whose best weights start the training (fine-tuning)"
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
@@ -55,7 +67,9 @@ class RunConfig(BaseModel):
         try:
             self.model_params = make_config(self.model, self.model_params).model_dump()
         except ValidationError as exc:
-            raise ValueError(format_validation_error(exc, f"{self.model} settings", prefix="model_params.")) from None
+            raise ValueError(
+                format_validation_error(exc, f"{self.model} settings", prefix="model_params.")
+            ) from None
         names = [d.name for d in self.defenses]
         if len(set(names)) != len(names):
             raise ValueError(f"a defense is listed twice in {names}")
@@ -93,14 +107,23 @@ def parse_run_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_run_config(path: str | Path) -> RunConfig:
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The mapping of settings in a YAML file (safe loader; one sentence naming the file when
+    it is missing, unreadable, not YAML or not a mapping)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML ({exc})") from None
+        problem = str(exc).replace("\n", " ")
+        raise ConfigError(f"{path} is not valid YAML ({problem})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
-    return parse_run_config(data, str(path))
+    return data
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return parse_run_config(read_settings(path), str(path))

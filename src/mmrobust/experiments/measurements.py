@@ -44,6 +44,7 @@ from mmrobust.attacks import (
     select_targets,
     split_users,
 )
+from mmrobust.errors import UserError
 from mmrobust.evaluation import evaluate_sampled
 from mmrobust.evaluation.mismatch import gain_summary, mismatch_analysis
 from mmrobust.evaluation.modality import modality_analysis
@@ -99,7 +100,8 @@ class AttackSettings(MeasurementSpec):
     relative: bool = Field(True, description="budgets relative to each row's L2 norm")
     pgd_steps: int = Field(10, ge=1, description="PGD steps")
 
-    #: settings only PGD reads: refused when no PGD attack is listed, reset in the other cells
+    #: settings only PGD reads: refused (unless at their defaults) when no PGD attack is listed,
+    #: reset to their defaults in the other attacks' cells
     PGD_ONLY: ClassVar[tuple[str, ...]] = ("pgd_steps", "restarts")
 
     def budget(self, eps: float) -> Budget:
@@ -110,17 +112,22 @@ class AttackSettings(MeasurementSpec):
         attacks = getattr(self, "attacks", None)
         if attacks is None or "pgd" in attacks:
             return self
-        unused = [f for f in self.PGD_ONLY if f in type(self).model_fields and f in self.model_fields_set]
+        fields = type(self).model_fields
+        unused = [f for f in self.PGD_ONLY if f in fields and getattr(self, f) != fields[f].default]
         if unused:
-            raise ValueError(f"{' and '.join(unused)} only apply to PGD, and the attacks are "
-                             f"{', '.join(attacks) or 'none'}")
+            raise ValueError(
+                f"{' and '.join(unused)} only apply to PGD, and the attacks are "
+                f"{', '.join(attacks) or 'none'}"
+            )
         return self
 
     def for_attack(self, attack: str) -> dict[str, Any]:
         """Updates that give a one-attack cell of ``attack`` (PGD-only settings at their defaults
         for the other attacks, so that equal measurements share one cell)."""
         fields = type(self).model_fields
-        reset = {f: fields[f].default for f in self.PGD_ONLY if f in fields} if attack != "pgd" else {}
+        reset = (
+            {f: fields[f].default for f in self.PGD_ONLY if f in fields} if attack != "pgd" else {}
+        )
         return {"attacks": [attack], **reset}
 
 
@@ -174,9 +181,15 @@ class Measurement(ABC):
 
     def _row(self, run: Run, **values: Any) -> ResultRow:
         spec = self.spec
-        base = {"norm": getattr(spec, "norm", "l2"), "point": getattr(spec, "point", "raw"),
-                "modalities": "+".join(run.model.modalities), "split": "test"}
-        return ResultRow(**run_coordinates(run.config, run.dataset.name, run.path), **{**base, **values})
+        base = {
+            "norm": getattr(spec, "norm", "l2"),
+            "point": getattr(spec, "point", "raw"),
+            "modalities": "+".join(run.model.modalities),
+            "split": "test",
+        }
+        return ResultRow(
+            **run_coordinates(run.config, run.dataset.name, run.path), **{**base, **values}
+        )
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -192,21 +205,32 @@ class UntargetedSpec(AttackSettings):
 
     kind: Literal["untargeted"] = "untargeted"
     attacks: list[Literal["random", "fgsm", "pgd"]] = Field(
-        default_factory=lambda: ["random", "fgsm", "pgd"], min_length=1, description="attacks")
-    budgets: Budgets = Field(default_factory=lambda: [0.025, 0.05, 0.075, 0.1],
-                             description="budgets r (relative) or ε")
+        default_factory=lambda: ["random", "fgsm", "pgd"], min_length=1, description="attacks"
+    )
+    budgets: Budgets = Field(
+        default_factory=lambda: [0.025, 0.05, 0.075, 0.1], description="budgets r (relative) or ε"
+    )
     restarts: int = Field(1, ge=1, description="PGD random restarts")
-    modality_sets: list[list[str]] | None = Field(None, description="modality sets attacked (default: all)")
-    ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [10, 20], min_length=1,
-                                                  description="cut-offs")
+    modality_sets: list[list[str]] | None = Field(
+        None, description="modality sets attacked (default: all)"
+    )
+    ks: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [10, 20], min_length=1, description="cut-offs"
+    )
 
     def cells(self) -> list[MeasurementSpec]:
         sets = self.modality_sets or [None]
-        return [self.model_copy(update={**self.for_attack(a), "budgets": [b], "modality_sets": s and [s]})
-                for a in self.attacks for b in self.budgets for s in sets]
+        return [
+            self.model_copy(
+                update={**self.for_attack(a), "budgets": [b], "modality_sets": s and [s]}
+            )
+            for a in self.attacks
+            for b in self.budgets
+            for s in sets
+        ]
 
     def label(self) -> str:
-        return f"{'+'.join(self.attacks)} r={','.join(f'{b:g}' for b in self.budgets)}"
+        return f"{'+'.join(self.attacks)} r={listed(self.budgets)}"
 
 
 class Untargeted(Measurement):
@@ -220,25 +244,71 @@ class Untargeted(Measurement):
     def run(self, run: Run) -> Measured:
         s, seed = self.spec, self.seed(run)
         seed_everything(seed)
-        sweep = untargeted_sweep(run.model, run.dataset, s.attacks, s.budgets, s.modality_sets, s.norm,
-                                 s.relative, s.point, s.pgd_steps, s.restarts, seed, s.ks)
+        sweep = _sweep(run, s, seed, s.attacks, s.modality_sets)
         return Measured(sweep, facts={"seed": seed})
 
     def attack_params(self, attack: str, seed: int) -> str:
-        pgd = {"pgd_steps": self.spec.pgd_steps, "restarts": self.spec.restarts} if attack == "pgd" else {}
+        pgd = (
+            {"pgd_steps": self.spec.pgd_steps, "restarts": self.spec.restarts}
+            if attack == "pgd"
+            else {}
+        )
         return params_json(relative=self.spec.relative, seed=seed, **pgd)
 
     def rows(self, run: Run, measured: Measured) -> list[ResultRow]:
         seed = measured.facts["seed"]
-        return [self._row(run, attack=r.attack, attack_params=self.attack_params(r.attack, seed),
-                          budget=float(r.budget), modalities=r.modalities, metric=r.metric, k=int(r.k),
-                          value=float(r.attacked)) for r in measured.table.itertuples()]
+        return [
+            self._row(
+                run,
+                attack=r.attack,
+                attack_params=self.attack_params(r.attack, seed),
+                budget=float(r.budget),
+                modalities=r.modalities,
+                metric=r.metric,
+                k=int(r.k),
+                value=float(r.attacked),
+            )
+            for r in measured.table.itertuples()
+        ]
 
     def artifacts(self, run: Run, measured: Measured, folder: Path, name: str) -> list[Path]:
-        title = (f"{run.config.model} on {run.dataset.name}: untargeted feature attacks "
-                 f"({self.spec.norm}, {self.spec.point})")
+        title = (
+            f"{run.config.model} on {run.dataset.name}: untargeted feature attacks "
+            f"({self.spec.norm}, {self.spec.point})"
+        )
         return super().artifacts(run, measured, folder, name) + [
-            plot_robustness(measured.table, folder / f"{name}_recall20.png", title)]
+            plot_robustness(measured.table, folder / f"{name}_recall20.png", title)
+        ]
+
+
+def _sweep(
+    run: Run,
+    s: UntargetedSpec | AdaptiveSpec,
+    seed: int,
+    attacks: list[str],
+    modality_sets: list[list[str]] | None,
+) -> pd.DataFrame:
+    """Clean vs attacked test metrics of ``attacks`` at the spec's budgets (one table row per
+    attack, budget, modality set and metric@K)."""
+    return untargeted_sweep(
+        run.model,
+        run.dataset,
+        attacks,
+        s.budgets,
+        modality_sets,
+        s.norm,
+        s.relative,
+        s.point,
+        s.pgd_steps,
+        s.restarts,
+        seed,
+        s.ks,
+    )
+
+
+def listed(values: list[float]) -> str:
+    """Budgets or weights for a cell title: ``0.05,0.1``."""
+    return ",".join(f"{v:g}" for v in values)
 
 
 # -------------------------------------------------------------------- adaptive
@@ -246,18 +316,21 @@ class AdaptiveSpec(AttackSettings):
     """The gradient-masking check: FGSM vs PGD with many steps and restarts."""
 
     kind: Literal["adaptive"] = "adaptive"
-    budgets: Budgets = Field(default_factory=lambda: [0.05], description="budgets r (relative) or ε")
+    budgets: Budgets = Field(
+        default_factory=lambda: [0.05], description="budgets r (relative) or ε"
+    )
     pgd_steps: int = Field(50, ge=1, description="PGD steps")
     restarts: int = Field(5, ge=1, description="PGD random restarts")
     factor: float = Field(2.0, gt=0, description="flag when the PGD drop > factor × the FGSM drop")
-    ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [10, 20], min_length=1,
-                                                  description="cut-offs")
+    ks: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [10, 20], min_length=1, description="cut-offs"
+    )
 
     def cells(self) -> list[MeasurementSpec]:
         return [self.model_copy(update={"budgets": [b]}) for b in self.budgets]
 
     def label(self) -> str:
-        return f"fgsm+pgd r={','.join(f'{b:g}' for b in self.budgets)}"
+        return f"fgsm+pgd r={listed(self.budgets)}"
 
 
 class Adaptive(Measurement):
@@ -271,19 +344,42 @@ class Adaptive(Measurement):
     def run(self, run: Run) -> Measured:
         s, seed = self.spec, self.seed(run)
         seed_everything(seed)
-        sweep = untargeted_sweep(run.model, run.dataset, ["fgsm", "pgd"], s.budgets, None, s.norm, s.relative,
-                                 s.point, s.pgd_steps, s.restarts, seed, s.ks)
+        sweep = _sweep(run, s, seed, ["fgsm", "pgd"], None)
         return Measured(masking_check(sweep, s.factor), {"attacks": sweep}, {"seed": seed})
 
     def rows(self, run: Run, measured: Measured) -> list[ResultRow]:
         s = self.spec
-        params = params_json(pgd_steps=s.pgd_steps, restarts=s.restarts, factor=s.factor,
-                             relative=s.relative, seed=measured.facts["seed"])
-        rows = [self._row(run, attack=r.attack, attack_params=params, budget=float(r.budget), metric=r.metric,
-                          k=int(r.k), value=float(r.attacked)) for r in measured.tables["attacks"].itertuples()]
-        rows += [self._row(run, attack="adaptive-check", attack_params=params, budget=float(r.budget),
-                           metric=f"{r.metric}_masking_flag", k=int(r.k), value=float(r.flagged))
-                 for r in measured.table.itertuples()]
+        params = params_json(
+            pgd_steps=s.pgd_steps,
+            restarts=s.restarts,
+            factor=s.factor,
+            relative=s.relative,
+            seed=measured.facts["seed"],
+        )
+        rows = [
+            self._row(
+                run,
+                attack=r.attack,
+                attack_params=params,
+                budget=float(r.budget),
+                metric=r.metric,
+                k=int(r.k),
+                value=float(r.attacked),
+            )
+            for r in measured.tables["attacks"].itertuples()
+        ]
+        rows += [
+            self._row(
+                run,
+                attack="adaptive-check",
+                attack_params=params,
+                budget=float(r.budget),
+                metric=f"{r.metric}_masking_flag",
+                k=int(r.k),
+                value=float(r.flagged),
+            )
+            for r in measured.table.itertuples()
+        ]
         return rows
 
 
@@ -304,26 +400,34 @@ class PromotionSpec(AttackSettings):
     """Item-promotion attacks on chosen targets (Band Together §5, METHODS.md §7)."""
 
     kind: Literal["promotion"] = "promotion"
-    attacks: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"], min_length=1,
-                                                  description="attacks")
-    budgets: Budgets = Field(default_factory=lambda: [0.025, 0.05, 0.075, 0.1],
-                             description="budgets r (relative) or ε")
-    betas: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.0, 1.0], min_length=1,
-                                                       description="alignment weights β")
+    attacks: list[Literal["fgsm", "pgd"]] = Field(
+        default_factory=lambda: ["fgsm", "pgd"], min_length=1, description="attacks"
+    )
+    budgets: Budgets = Field(
+        default_factory=lambda: [0.025, 0.05, 0.075, 0.1], description="budgets r (relative) or ε"
+    )
+    betas: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0.0, 1.0], min_length=1, description="alignment weights β"
+    )
     modalities: list[str] | None = Field(None, description="modalities perturbed (default: all)")
-    promotion: PromotionSettings = Field(default_factory=lambda: promotion_settings({}),
-                                         description="promotion settings (n_targets, surrogate, ...)")
+    promotion: PromotionSettings = Field(
+        default_factory=lambda: promotion_settings({}),
+        description="promotion settings (n_targets, surrogate, ...)",
+    )
 
     def config(self, seed: int, beta: float) -> PromotionConfig:
         return PromotionConfig(**self.promotion, seed=seed, beta=beta)
 
     def cells(self) -> list[MeasurementSpec]:
-        return [self.model_copy(update={**self.for_attack(a), "budgets": [b], "betas": [beta]})
-                for a in self.attacks for b in self.budgets for beta in self.betas]
+        return [
+            self.model_copy(update={**self.for_attack(a), "budgets": [b], "betas": [beta]})
+            for a in self.attacks
+            for b in self.budgets
+            for beta in self.betas
+        ]
 
     def label(self) -> str:
-        return (f"{'+'.join(self.attacks)} r={','.join(f'{b:g}' for b in self.budgets)} "
-                f"β={','.join(f'{b:g}' for b in self.betas)}")
+        return f"{'+'.join(self.attacks)} r={listed(self.budgets)} β={listed(self.betas)}"
 
 
 _BEFORE: dict[tuple, dict[int, np.ndarray]] = {}
@@ -343,60 +447,104 @@ class Promotion(Measurement):
         s, seed = self.spec, self.seed(run)
         model, ds = run.model, run.dataset
         base = s.config(seed, 0.0)
-        targets, note = select_targets(ds, base.n_interactions, base.n_targets, base.selection, seed)
+        targets, note = select_targets(
+            ds, base.n_interactions, base.n_targets, base.selection, seed
+        )
         users = dict(zip(POPULATIONS, split_users(ds, base.attack_share, seed), strict=True))
         features = ds.feature_tensors(model.device, model.modalities)
         before = {p: _before_hits(run, targets, group, features) for p, group in users.items()}
         records, hits = [], {f"before/{p}": h for p, h in before.items()}
-        for attack, eps, beta in [(a, b, beta) for a in s.attacks for b in s.budgets for beta in s.betas]:
+        for attack, eps, beta in [
+            (a, b, beta) for a in s.attacks for b in s.budgets for beta in s.betas
+        ]:
             seed_everything(seed)
-            extra = {"step_scale": PROMOTION_PGD_STEP_SCALE, "steps": s.pgd_steps} if attack == "pgd" else {}
-            crafted = make_attack(attack, budget=s.budget(eps), point=s.point, modalities=s.modalities, **extra)
-            pert = PromotionAttack(crafted, s.config(seed, beta)).perturb(model, ds, targets,
-                                                                          users["attack_users"], features)
+            extra = (
+                {"step_scale": PROMOTION_PGD_STEP_SCALE, "steps": s.pgd_steps}
+                if attack == "pgd"
+                else {}
+            )
+            crafted = make_attack(
+                attack, budget=s.budget(eps), point=s.point, modalities=s.modalities, **extra
+            )
+            pert = PromotionAttack(crafted, s.config(seed, beta)).perturb(
+                model, ds, targets, users["attack_users"], features
+            )
             for population, group in users.items():
                 after = target_hits(model, ds, targets, group, pert, features, PROMOTION_KS)
                 hits[f"{attack}/r={eps}/beta={beta}/{population}"] = after
                 for k, report in promotion_report(before[population], after).items():
-                    records += [{"attack": attack, "budget": eps, "beta": beta, "population": population,
-                                 "k": int(k), "metric": metric, "value": float(value)}
-                                for metric, value in report.items()]
-        return Measured(pd.DataFrame(records), {"per_target": promotion_table(targets, hits)},
-                        {"seed": seed, "targets": len(targets), "target_note": note})
+                    records += [
+                        {
+                            "attack": attack,
+                            "budget": eps,
+                            "beta": beta,
+                            "population": population,
+                            "k": int(k),
+                            "metric": metric,
+                            "value": float(value),
+                        }
+                        for metric, value in report.items()
+                    ]
+        return Measured(
+            pd.DataFrame(records),
+            {"per_target": promotion_table(targets, hits)},
+            {"seed": seed, "targets": len(targets), "target_note": note},
+        )
 
     def rows(self, run: Run, measured: Measured) -> list[ResultRow]:
         s, facts = self.spec, measured.facts
         out = []
         for r in measured.table.itertuples():
             extra = {"pgd_steps": s.pgd_steps} if r.attack == "pgd" else {}
-            params = params_json(**s.config(facts["seed"], float(r.beta)).model_dump(), targets=facts["targets"],
-                                 target_note=facts["target_note"], relative=s.relative,
-                                 modalities=s.modalities, **extra)
-            out.append(self._row(run, attack=f"promotion-{r.attack}", attack_params=params, budget=float(r.budget),
-                                 split="train-masked", population=r.population, metric=r.metric, k=int(r.k),
-                                 value=float(r.value),
-                                 modalities="+".join(s.modalities or run.model.modalities)))
+            params = params_json(
+                **s.config(facts["seed"], float(r.beta)).model_dump(),
+                targets=facts["targets"],
+                target_note=facts["target_note"],
+                relative=s.relative,
+                modalities=s.modalities,
+                **extra,
+            )
+            out.append(
+                self._row(
+                    run,
+                    attack=f"promotion-{r.attack}",
+                    attack_params=params,
+                    budget=float(r.budget),
+                    split="train-masked",
+                    population=r.population,
+                    metric=r.metric,
+                    k=int(r.k),
+                    value=float(r.value),
+                    modalities="+".join(s.modalities or run.model.modalities),
+                )
+            )
         return out
 
     def artifacts(self, run: Run, measured: Measured, folder: Path, name: str) -> list[Path]:
-        title = (f"{run.config.model} on {run.dataset.name}: promotion of {measured.facts['target_note']} "
-                 f"({self.spec.promotion['surrogate']} utility)")
+        title = (
+            f"{run.config.model} on {run.dataset.name}: promotion of "
+            f"{measured.facts['target_note']} "
+            f"({self.spec.promotion['surrogate']} utility)"
+        )
         return super().artifacts(run, measured, folder, name) + [
-            plot_promotion(wide_promotion(measured.table), folder / f"{name}_hr50.png", title)]
+            plot_promotion(wide_promotion(measured.table), folder / f"{name}_hr50.png", title)
+        ]
 
 
 def wide_promotion(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (attack, budget, β, K) with ``<metric>_<attack|heldout>`` columns."""
     short = {"attack_users": "attack", "held_out_users": "heldout"}
     frame = table.assign(column=table.metric + "_" + table.population.map(short))
-    wide = frame.pivot_table(index=["attack", "budget", "beta", "k"], columns="column", values="value",
-                             sort=False).reset_index()
+    wide = frame.pivot_table(
+        index=["attack", "budget", "beta", "k"], columns="column", values="value", sort=False
+    ).reset_index()
     wide.columns.name = None
     return wide
 
 
-def _before_hits(run: Run, targets: np.ndarray, users: np.ndarray, features: Mapping[str, torch.Tensor]
-                 ) -> dict[int, np.ndarray]:
+def _before_hits(
+    run: Run, targets: np.ndarray, users: np.ndarray, features: Mapping[str, torch.Tensor]
+) -> dict[int, np.ndarray]:
     """Un-attacked HR@K of the targets, memoised per (run weights, targets, users): every
     promotion cell of a run shares them, and on TikTok they cost as much as the attack."""
     best = run.path / BEST
@@ -405,7 +553,9 @@ def _before_hits(run: Run, targets: np.ndarray, users: np.ndarray, features: Map
     if key not in _BEFORE:
         if len(_BEFORE) >= 16:
             _BEFORE.clear()
-        _BEFORE[key] = target_hits(run.model, run.dataset, targets, users, None, features, PROMOTION_KS)
+        _BEFORE[key] = target_hits(
+            run.model, run.dataset, targets, users, None, features, PROMOTION_KS
+        )
     return _BEFORE[key]
 
 
@@ -415,13 +565,15 @@ class ModalitySpec(MeasurementSpec):
 
     kind: Literal["modality"] = "modality"
     budgets: Budgets = Field(default_factory=lambda: [0.05], description="FGSM-L2 budgets r")
-    case: tuple[int, int] | None = Field(None, description="(user, test item) of the case view (default: chosen)")
+    case: tuple[int, int] | None = Field(
+        None, description="(user, test item) of the case view (default: chosen)"
+    )
 
     def cells(self) -> list[MeasurementSpec]:
         return [self.model_copy(update={"budgets": [b]}) for b in self.budgets]
 
     def label(self) -> str:
-        return f"fgsm r={','.join(f'{b:g}' for b in self.budgets)}"
+        return f"fgsm r={listed(self.budgets)}"
 
 
 class Modality(Measurement):
@@ -439,21 +591,40 @@ class Modality(Measurement):
         margins, cases, sensitive = [], [], {}
         for budget in self.spec.budgets:
             seed_everything(seed)
-            result = modality_analysis(run.model, run.dataset, budget=budget, seed=seed, case=self.spec.case)
+            result = modality_analysis(
+                run.model, run.dataset, budget=budget, seed=seed, case=self.spec.case
+            )
             margins.append(result.margins.assign(budget=budget))
             cases.append(result.case.assign(budget=budget))
             sensitive[budget] = result.sensitive
             case = (result.case_user, result.case_item)
-        return Measured(pd.concat(margins, ignore_index=True), {"case": pd.concat(cases, ignore_index=True)},
-                        {"seed": seed, "sensitive": sensitive, "case": case})
+        return Measured(
+            pd.concat(margins, ignore_index=True),
+            {"case": pd.concat(cases, ignore_index=True)},
+            {"seed": seed, "sensitive": sensitive, "case": case},
+        )
 
     def rows(self, run: Run, measured: Measured) -> list[ResultRow]:
         facts = measured.facts
-        return [self._row(run, attack="fgsm", budget=float(r.budget), protocol="margin", population=r.part,
-                          attack_params=params_json(analysis="modality-margin", seed=facts["seed"],
-                                                    sensitive=facts["sensitive"][r.budget]),
-                          metric=f"margin_{phase}", k=None, value=float(getattr(r, phase)))
-                for r in measured.table.itertuples() for phase in ("clean", "attacked")]
+        return [
+            self._row(
+                run,
+                attack="fgsm",
+                budget=float(r.budget),
+                protocol="margin",
+                population=r.part,
+                attack_params=params_json(
+                    analysis="modality-margin",
+                    seed=facts["seed"],
+                    sensitive=facts["sensitive"][r.budget],
+                ),
+                metric=f"margin_{phase}",
+                k=None,
+                value=float(getattr(r, phase)),
+            )
+            for r in measured.table.itertuples()
+            for phase in ("clean", "attacked")
+        ]
 
     def artifacts(self, run: Run, measured: Measured, folder: Path, name: str) -> list[Path]:
         paths = super().artifacts(run, measured, folder, name)
@@ -463,10 +634,19 @@ class Modality(Measurement):
             suffix = "" if len(self.spec.budgets) == 1 else f"_r{budget:g}"
             title = f"{run.config.model} on {run.dataset.name}, FGSM-L2 r={100 * budget:g}%"
             case = measured.tables["case"]
-            paths += [plot_margins(margins, folder / f"{name}{suffix}.png", f"Score margins: {title}",
-                                   facts["sensitive"][budget]),
-                      plot_case(case[case.budget == budget], folder / f"{name}_case{suffix}.png",
-                                f"User {user}, test item {item}: scores before/after ({title})")]
+            paths += [
+                plot_margins(
+                    margins,
+                    folder / f"{name}{suffix}.png",
+                    f"Score margins: {title}",
+                    facts["sensitive"][budget],
+                ),
+                plot_case(
+                    case[case.budget == budget],
+                    folder / f"{name}_case{suffix}.png",
+                    f"User {user}, test item {item}: scores before/after ({title})",
+                ),
+            ]
         return paths
 
 
@@ -475,22 +655,34 @@ class SampledSpec(AttackSettings):
     """Sampled-protocol evaluation, clean and under feature attacks (AMR paper §4.1, Table 3)."""
 
     kind: Literal["sampled"] = "sampled"
-    attacks: list[Literal["random", "fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm"],
-                                                            description="attacks")
-    budgets: Budgets = Field(default_factory=lambda: [0.05], description="budgets r (relative) or ε")
-    n_negatives: int = Field(999, ge=1, description="negatives per positive (capped by what users have)")
+    attacks: list[Literal["random", "fgsm", "pgd"]] = Field(
+        default_factory=lambda: ["fgsm"], description="attacks"
+    )
+    budgets: Budgets = Field(
+        default_factory=lambda: [0.05], description="budgets r (relative) or ε"
+    )
+    n_negatives: int = Field(
+        999, ge=1, description="negatives per positive (capped by what users have)"
+    )
     clean: bool = Field(True, description="also evaluate without an attack")
-    ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [10, 20], min_length=1,
-                                                  description="cut-offs")
+    ks: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [10, 20], min_length=1, description="cut-offs"
+    )
 
     def cells(self) -> list[MeasurementSpec]:
-        clean = [SampledSpec(seed=self.seed, n_negatives=self.n_negatives, ks=self.ks, attacks=[])] \
-            if self.clean else []
-        return clean + [self.model_copy(update={**self.for_attack(a), "budgets": [b], "clean": False})
-                        for a in self.attacks for b in self.budgets]
+        clean = (
+            [SampledSpec(seed=self.seed, n_negatives=self.n_negatives, ks=self.ks, attacks=[])]
+            if self.clean
+            else []
+        )
+        return clean + [
+            self.model_copy(update={**self.for_attack(a), "budgets": [b], "clean": False})
+            for a in self.attacks
+            for b in self.budgets
+        ]
 
     def label(self) -> str:
-        attacked = f"{'+'.join(self.attacks)} r={','.join(f'{b:g}' for b in self.budgets)}" if self.attacks else ""
+        attacked = f"{'+'.join(self.attacks)} r={listed(self.budgets)}" if self.attacks else ""
         return " + ".join(p for p in ("clean" if self.clean else "", attacked) if p)
 
 
@@ -512,7 +704,9 @@ class Sampled(Measurement):
         users = np.unique(ds.test.tocoo().row)
         n_neg = int(min(s.n_negatives, (ds.n_items - ds.interacted().getnnz(axis=1))[users].min()))
         features = ds.feature_tensors(model.device, model.modalities)
-        settings = ([("none", 0.0)] if s.clean else []) + [(a, b) for a in s.attacks for b in s.budgets]
+        settings = ([("none", 0.0)] if s.clean else []) + [
+            (a, b) for a in s.attacks for b in s.budgets
+        ]
         records = []
         for attack, eps in settings:
             seed_everything(seed)
@@ -523,17 +717,42 @@ class Sampled(Measurement):
                 pert = crafted.perturb(model, ds, features, seed=seed)
                 with torch.no_grad():
                     feats, delta = pert.inputs(model, features)
-            metrics = evaluate_sampled(model, ds, "test", feats, s.ks, n_neg, seed, embedding_delta=delta)
-            records += [{"attack": attack, "budget": eps, "metric": key.partition("@")[0],
-                         "k": int(key.partition("@")[2]), "value": float(value)} for key, value in metrics.items()]
+            metrics = evaluate_sampled(
+                model, ds, "test", feats, s.ks, n_neg, seed, embedding_delta=delta
+            )
+            records += [
+                {
+                    "attack": attack,
+                    "budget": eps,
+                    "metric": key.partition("@")[0],
+                    "k": int(key.partition("@")[2]),
+                    "value": float(value),
+                }
+                for key, value in metrics.items()
+            ]
         return Measured(pd.DataFrame(records), facts={"seed": seed, "n_negatives": n_neg})
 
     def rows(self, run: Run, measured: Measured) -> list[ResultRow]:
         facts = measured.facts
-        params = params_json(relative=self.spec.relative, n_negatives=facts["n_negatives"],
-                             requested_negatives=self.spec.n_negatives, seed=facts["seed"])
-        return [self._row(run, attack=r.attack, attack_params=params, budget=float(r.budget), protocol="sampled",
-                          metric=r.metric, k=int(r.k), value=float(r.value)) for r in measured.table.itertuples()]
+        params = params_json(
+            relative=self.spec.relative,
+            n_negatives=facts["n_negatives"],
+            requested_negatives=self.spec.n_negatives,
+            seed=facts["seed"],
+        )
+        return [
+            self._row(
+                run,
+                attack=r.attack,
+                attack_params=params,
+                budget=float(r.budget),
+                protocol="sampled",
+                metric=r.metric,
+                k=int(r.k),
+                value=float(r.value),
+            )
+            for r in measured.table.itertuples()
+        ]
 
 
 # -------------------------------------------------------------------- mismatch
@@ -545,8 +764,10 @@ class MismatchSpec(MeasurementSpec):
     budget: float = Field(0.05, gt=0, description="FGSM promotion budget r of the gain check")
     top_share: float = Field(0.1, gt=0, le=1, description="share of attack users in U_m")
     gains: bool = Field(True, description="also measure the attack gain per loss user set")
-    promotion: PromotionSettings = Field(default_factory=lambda: promotion_settings({}),
-                                         description="promotion settings (n_targets, ...)")
+    promotion: PromotionSettings = Field(
+        default_factory=lambda: promotion_settings({}),
+        description="promotion settings (n_targets, ...)",
+    )
 
     def label(self) -> str:
         return f"mismatch r={self.budget:g}"
@@ -566,45 +787,82 @@ class Mismatch(Measurement):
         s, seed = self.spec, self.seed(run)
         seed_everything(seed)
         config = PromotionConfig(**s.promotion, seed=seed)
-        targets, note = select_targets(run.dataset, config.n_interactions, config.n_targets, config.selection,
-                                       seed)
+        targets, note = select_targets(
+            run.dataset, config.n_interactions, config.n_targets, config.selection, seed
+        )
         attack_users, _ = split_users(run.dataset, config.attack_share, seed)
-        table = mismatch_analysis(run.model, run.dataset, targets, attack_users, budget=s.budget,
-                                  top_share=s.top_share, config=config, gains=s.gains)
+        table = mismatch_analysis(
+            run.model,
+            run.dataset,
+            targets,
+            attack_users,
+            budget=s.budget,
+            top_share=s.top_share,
+            config=config,
+            gains=s.gains,
+        )
         tables = {"gains": gain_summary(table)} if s.gains else {}
         return Measured(table, tables, {"seed": seed, "target_note": note, "targets": len(targets)})
 
     def rows(self, run: Run, measured: Measured) -> list[ResultRow]:
         s, facts = self.spec, measured.facts
-        params = params_json(**s.promotion, top_share=s.top_share, seed=facts["seed"], targets=facts["targets"],
-                             target_note=facts["target_note"])
-        common = {"attack": "mismatch", "attack_params": params, "budget": s.budget, "split": "train-masked",
-                  "protocol": "mismatch"}
+        params = params_json(
+            **s.promotion,
+            top_share=s.top_share,
+            seed=facts["seed"],
+            targets=facts["targets"],
+            target_note=facts["target_note"],
+        )
+        common = {
+            "attack": "mismatch",
+            "attack_params": params,
+            "budget": s.budget,
+            "split": "train-masked",
+            "protocol": "mismatch",
+        }
         jaccard = measured.table.groupby("pair", sort=False).jaccard.mean()
-        rows = [self._row(run, **common, population=pair, metric="jaccard", value=float(v))
-                for pair, v in jaccard.items()]
+        rows = [
+            self._row(run, **common, population=pair, metric="jaccard", value=float(v))
+            for pair, v in jaccard.items()
+        ]
         for r in measured.tables.get("gains", pd.DataFrame()).itertuples():
-            rows += [self._row(run, **common, population=f"loss_users={r.loss_users}", metric=m, k=50,
-                               value=float(getattr(r, m))) for m in ("hr_before", "hr_after", "ri_percent")]
+            rows += [
+                self._row(
+                    run,
+                    **common,
+                    population=f"loss_users={r.loss_users}",
+                    metric=m,
+                    k=50,
+                    value=float(getattr(r, m)),
+                )
+                for m in ("hr_before", "hr_after", "ri_percent")
+            ]
         return rows
 
     def artifacts(self, run: Run, measured: Measured, folder: Path, name: str) -> list[Path]:
-        title = (f"{run.config.model} on {run.dataset.name}: top-{100 * self.spec.top_share:g}% user overlap "
-                 f"({measured.facts['target_note']})")
+        title = (
+            f"{run.config.model} on {run.dataset.name}: top-{100 * self.spec.top_share:g}% user "
+            "overlap "
+            f"({measured.facts['target_note']})"
+        )
         return super().artifacts(run, measured, folder, name) + [
-            plot_jaccard(measured.table, folder / f"{name}_jaccard.png", title)]
+            plot_jaccard(measured.table, folder / f"{name}_jaccard.png", title)
+        ]
 
 
 # -------------------------------------------------------------------- registry
 MEASUREMENTS: dict[str, type[Measurement]] = {
-    cls.kind: cls for cls in (Untargeted, Adaptive, Promotion, Modality, Sampled, Mismatch)}
-AnySpec = Annotated[UntargetedSpec | AdaptiveSpec | PromotionSpec | ModalitySpec | SampledSpec | MismatchSpec,
-                    Field(discriminator="kind")]
+    cls.kind: cls for cls in (Untargeted, Adaptive, Promotion, Modality, Sampled, Mismatch)
+}
+AnySpec = Annotated[
+    UntargetedSpec | AdaptiveSpec | PromotionSpec | ModalitySpec | SampledSpec | MismatchSpec,
+    Field(discriminator="kind"),
+]
 
 
 def measurement_class(kind: str) -> type[Measurement]:
     if kind not in MEASUREMENTS:
-        raise ValueError(f"unknown measurement '{kind}'; available: {', '.join(MEASUREMENTS)}")
+        raise UserError(f"unknown measurement '{kind}'; available: {', '.join(MEASUREMENTS)}")
     return MEASUREMENTS[kind]
 
 
@@ -621,7 +879,12 @@ def record(run: Run, spec: MeasurementSpec, name: str | None = None) -> tuple[Me
     run.write_results(rows)
     folder = run.path / measurement.folder
     paths = measurement.artifacts(run, measured, folder, name or spec.kind)
-    summary = {"spec": spec.model_dump(mode="json"), "facts": measured.facts,
-               "files": [str(p) for p in paths]}
-    atomic_write_text(folder / f"{name or spec.kind}.json", json.dumps(summary, indent=2, default=str))
+    summary = {
+        "spec": spec.model_dump(mode="json"),
+        "facts": measured.facts,
+        "files": [str(p) for p in paths],
+    }
+    atomic_write_text(
+        folder / f"{name or spec.kind}.json", json.dumps(summary, indent=2, default=str)
+    )
     return measured, paths

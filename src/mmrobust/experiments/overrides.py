@@ -68,14 +68,18 @@ def apply_override(data: dict[str, Any], item: str) -> dict[str, Any]:
             match = [entry for entry in node if named_key(entry) == part]
             if not match:
                 names = [n for n in map(named_key, node) if n is not None]
-                raise ConfigError(f"override '{key}': no entry named '{part}'; allowed: {', '.join(names)}")
+                raise ConfigError(
+                    f"override '{key}': no entry named '{part}'; allowed: {', '.join(names)}"
+                )
             if last:
                 raise ConfigError(f"override '{key}' must name a setting of the entry '{part}'")
             node = match[0]
         elif not isinstance(node, dict):
             parent = ".".join(path[:depth])
-            raise ConfigError(f"override '{key}': '{parent}' is a single value ({node!r}), not a group of "
-                              "settings")
+            raise ConfigError(
+                f"override '{key}': '{parent}' is a single value ({node!r}), not a group of "
+                "settings"
+            )
         elif last:
             node[part] = value
         else:
@@ -87,8 +91,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``key=value`` overrides: ``train.lr=0.01``, ``model_params.reg_weight=0.1``,
     ``defense.amr.eps=0.1`` (the defense must be listed), or a bare key, which goes to
     ``train`` if it is a training setting and to ``model_params`` otherwise."""
-    data = {**data, "train": dict(data.get("train", {})), "model_params": dict(data.get("model_params", {})),
-            "defenses": [dict(d) for d in data.get("defenses", [])]}
+    data = {
+        **data,
+        "train": dict(data.get("train", {})),
+        "model_params": dict(data.get("model_params", {})),
+        "defenses": [dict(d) for d in data.get("defenses", [])],
+    }
     for item in overrides:
         path, value = parse_override(item)
         key = ".".join(path)
@@ -98,10 +106,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         section, _, name = key.rpartition(".")
         section = {"model": "model_params"}.get(section, section)
         if not section:
-            section = "train" if name in TrainConfig.model_fields else ("" if name in RunConfig.model_fields else "model_params")
+            section = (
+                "train"
+                if name in TrainConfig.model_fields
+                else ("" if name in RunConfig.model_fields else "model_params")
+            )
         if section:
             if section not in ("train", "model_params"):
-                raise ConfigError(f"override '{key}': unknown section '{section}' (use train. or model.)")
+                raise ConfigError(
+                    f"override '{key}': unknown section '{section}' (use train. or model.)"
+                )
             data[section][name] = value
         else:
             data[name] = value
@@ -117,4 +131,6 @@ def _override_defense(defenses: list[dict[str, Any]], key: str, value: Any) -> N
         if defense_class(spec["name"]).name == name:
             spec.setdefault("params", {})[parts[2]] = value
             return
-    raise ConfigError(f"override '{key}': defense '{name}' is not in the run (add --defense {name})")
+    raise ConfigError(
+        f"override '{key}': defense '{name}' is not in the run (add --defense {name})"
+    )

@@ -29,7 +29,9 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_margins(margins: pd.DataFrame, path: str | Path, title: str, sensitive: str | None = None) -> Path:
+def plot_margins(
+    margins: pd.DataFrame, path: str | Path, title: str, sensitive: str | None = None
+) -> Path:
     """Grouped bars: mean score margin s_ui − s_uj per modality (and fused), clean vs attacked
     (modality-balancing paper, Figure 1a)."""
     order = [p for p in margins.part if p not in ("rest", "fused")] + ["rest", "fused"]
@@ -52,7 +54,9 @@ def plot_case(case: pd.DataFrame, path: str | Path, title: str) -> Path:
     """Per-item scores of one user's positive and top negatives, per modality, clean vs attacked
     (modality-balancing paper, Figure 1b)."""
     parts = list(dict.fromkeys(case.part))
-    fig, axes = plt.subplots(len(parts), 1, figsize=(10, 2.4 * len(parts)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(parts), 1, figsize=(10, 2.4 * len(parts)), sharex=True, squeeze=False
+    )
     for ax, part in zip(axes[:, 0], parts, strict=True):
         sub = case[case.part == part]
         x = np.arange(len(sub))
@@ -61,8 +65,10 @@ def plot_case(case: pd.DataFrame, path: str | Path, title: str) -> Path:
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_ylabel(f"{part} score")
         ax.axvspan(-0.5, 0.5, color="green", alpha=0.08)
-    labels = [f"{r}\n(item {i})" if r == "positive" else f"neg {r.split()[-1]}\n(item {i})"
-              for r, i in zip(sub["role"], sub["item"], strict=True)]
+    labels = [
+        f"{r}\n(item {i})" if r == "positive" else f"neg {r.split()[-1]}\n(item {i})"
+        for r, i in zip(sub["role"], sub["item"], strict=True)
+    ]
     axes[-1, 0].set_xticks(np.arange(len(labels)), labels, fontsize=7)
     axes[-1, 0].set_xlabel("items: the test positive (shaded) and the user's top-scored negatives")
     axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
@@ -71,11 +77,14 @@ def plot_case(case: pd.DataFrame, path: str | Path, title: str) -> Path:
 
 
 def plot_jaccard(table: pd.DataFrame, path: str | Path, title: str) -> Path:
-    """Histogram of Jaccard(U_a, U_b) over targets, one series per modality pair (Band Together Fig. 3)."""
+    """Histogram of Jaccard(U_a, U_b) over targets, one series per modality pair (Band Together
+    Fig. 3)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1, 21)
     for pair, sub in table.groupby("pair"):
-        ax.hist(sub["jaccard"], bins=bins, alpha=0.7, label=f"{pair} (mean {sub['jaccard'].mean():.2f})")
+        ax.hist(
+            sub["jaccard"], bins=bins, alpha=0.7, label=f"{pair} (mean {sub['jaccard'].mean():.2f})"
+        )
     ax.set_xlabel("Jaccard similarity of the top-k users of the two modalities")
     ax.set_ylabel("number of targets")
     _title(ax, title)
@@ -83,7 +92,9 @@ def plot_jaccard(table: pd.DataFrame, path: str | Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def plot_robustness(sweep: pd.DataFrame, path: str | Path, title: str, metric: str = "recall", k: int = 20) -> Path:
+def plot_robustness(
+    sweep: pd.DataFrame, path: str | Path, title: str, metric: str = "recall", k: int = 20
+) -> Path:
     """Attacked metric vs budget, one line per attack (and modality set), clean as a dashed line."""
     sub = sweep[(sweep.metric == metric) & (sweep.k == k)]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -101,15 +112,28 @@ def plot_robustness(sweep: pd.DataFrame, path: str | Path, title: str, metric: s
 def plot_promotion(summary: pd.DataFrame, path: str | Path, title: str, k: int = 50) -> Path:
     """HR@K of the targets before and after each promotion attack, attack vs held-out users."""
     sub = summary[summary.k == k]
-    labels = [f"{a}\nβ={b:g}\nr={100 * r:g}%" for a, b, r in zip(sub.attack, sub.beta, sub.budget, strict=True)]
+    labels = [
+        f"{a}\nβ={b:g}\nr={100 * r:g}%"
+        for a, b, r in zip(sub.attack, sub.beta, sub.budget, strict=True)
+    ]
     x = np.arange(len(sub))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(sub) + 2), 4))
-    for offset, (pop, color) in zip((-0.3, -0.1, 0.1, 0.3), (("attack users, before", "#9ecae1"),
-                                                                 ("attack users, after", CLEAN),
-                                                                 ("held-out users, before", "#fdd0a2"),
-                                                                 ("held-out users, after", ATTACKED)), strict=True):
-        column = {"attack users, before": "hr_before_attack", "attack users, after": "hr_after_attack",
-                  "held-out users, before": "hr_before_heldout", "held-out users, after": "hr_after_heldout"}[pop]
+    for offset, (pop, color) in zip(
+        (-0.3, -0.1, 0.1, 0.3),
+        (
+            ("attack users, before", "#9ecae1"),
+            ("attack users, after", CLEAN),
+            ("held-out users, before", "#fdd0a2"),
+            ("held-out users, after", ATTACKED),
+        ),
+        strict=True,
+    ):
+        column = {
+            "attack users, before": "hr_before_attack",
+            "attack users, after": "hr_after_attack",
+            "held-out users, before": "hr_before_heldout",
+            "held-out users, after": "hr_after_heldout",
+        }[pop]
         ax.bar(x + offset, 100 * sub[column], 0.2, color=color, label=pop)
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel(f"mean HR@{k} of the targets (%)")

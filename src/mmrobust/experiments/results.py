@@ -53,9 +53,27 @@ class ResultRow:
         return asdict(self)
 
 
-RESULT_COLUMNS = ["dataset", "model", "feature_route", "defense", "defense_params", "attack",
-                  "attack_params", "budget", "norm", "point", "modalities", "seed", "split",
-                  "protocol", "population", "metric", "k", "value", "run_dir"]
+RESULT_COLUMNS = [
+    "dataset",
+    "model",
+    "feature_route",
+    "defense",
+    "defense_params",
+    "attack",
+    "attack_params",
+    "budget",
+    "norm",
+    "point",
+    "modalities",
+    "seed",
+    "split",
+    "protocol",
+    "population",
+    "metric",
+    "k",
+    "value",
+    "run_dir",
+]
 COORDINATES = [c for c in RESULT_COLUMNS if c != "value"]
 assert set(RESULT_COLUMNS) == {f.name for f in fields(ResultRow)}
 
@@ -70,19 +88,34 @@ def run_coordinates(config: RunConfig, dataset_name: str, run_dir: Path | str) -
     defense_params = json.dumps({d.name: d.params for d in config.defenses}, sort_keys=True)
     cls = model_class(config.model)
     route = cls.route_of(cls.Config(**config.model_params))
-    return {"dataset": dataset_name, "model": config.model, "feature_route": route,
-            "defense": config.defense_label(), "defense_params": defense_params,
-            "seed": config.train.seed, "run_dir": str(run_dir)}
+    return {
+        "dataset": dataset_name,
+        "model": config.model,
+        "feature_route": route,
+        "defense": config.defense_label(),
+        "defense_params": defense_params,
+        "seed": config.train.seed,
+        "run_dir": str(run_dir),
+    }
 
 
-def metric_rows(metrics: dict[str, float], split: str, coords: dict[str, Any],
-                **fields_: Any) -> list[ResultRow]:
+def metric_rows(
+    metrics: dict[str, float], split: str, coords: dict[str, Any], **fields_: Any
+) -> list[ResultRow]:
     """One row per ``name@K`` metric value, with the given coordinates."""
     rows = []
     for key, value in metrics.items():
         name, _, k = key.partition("@")
-        rows.append(ResultRow(**coords, split=split, metric=name, k=int(k) if k else None,
-                              value=float(value), **fields_))
+        rows.append(
+            ResultRow(
+                **coords,
+                split=split,
+                metric=name,
+                k=int(k) if k else None,
+                value=float(value),
+                **fields_,
+            )
+        )
     return rows
 
 
@@ -102,6 +135,8 @@ def normalise(frame: pd.DataFrame, columns: list[str] = RESULT_COLUMNS) -> pd.Da
     return frame.reset_index(drop=True)
 
 
-def rows_frame(rows: list[ResultRow | dict[str, Any]], columns: list[str] = RESULT_COLUMNS) -> pd.DataFrame:
+def rows_frame(
+    rows: list[ResultRow | dict[str, Any]], columns: list[str] = RESULT_COLUMNS
+) -> pd.DataFrame:
     records = [r.as_dict() if isinstance(r, ResultRow) else r for r in rows]
     return normalise(pd.DataFrame(records, columns=columns), columns)

@@ -20,6 +20,7 @@ import torch
 import mmrobust
 from mmrobust.data import Dataset, load_dataset
 from mmrobust.defenses import make_defense
+from mmrobust.errors import UserError
 from mmrobust.evaluation import evaluate, evaluate_sampled
 from mmrobust.experiments.config import RunConfig, load_run_config
 from mmrobust.experiments.results import (
@@ -65,13 +66,25 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
 
 def environment() -> dict[str, str]:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"mmrobust": mmrobust.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__, "platform": platform.platform(),
-            "git_commit": commit or "unknown", "cuda": str(torch.cuda.is_available())}
+    return {
+        "mmrobust": mmrobust.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "platform": platform.platform(),
+        "git_commit": commit or "unknown",
+        "cuda": str(torch.cuda.is_available()),
+    }
 
 
 def write_results(run_dir: Path, rows: list[ResultRow], replace: bool = True) -> pd.DataFrame:
@@ -89,21 +102,30 @@ def write_results(run_dir: Path, rows: list[ResultRow], replace: bool = True) ->
     return frame
 
 
-def fit_rows(config: RunConfig, dataset_name: str, run_dir: Path, result: FitResult) -> list[ResultRow]:
+def fit_rows(
+    config: RunConfig, dataset_name: str, run_dir: Path, result: FitResult
+) -> list[ResultRow]:
     """The validation and test metrics of a finished training, as result rows."""
     coords = run_coordinates(config, dataset_name, run_dir)
     return metric_rows(result.valid, "valid", coords) + metric_rows(result.test, "test", coords)
 
 
-def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool = True,
-              dataset: Dataset | None = None) -> tuple[Path, FitResult]:
+def train_run(
+    config: RunConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = True,
+    dataset: Dataset | None = None,
+) -> tuple[Path, FitResult]:
     """Train one run end to end and write its directory; returns (run_dir, result)."""
     dataset = dataset or load_dataset(config.dataset)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     existing = run_dir / "config.yaml"
     if resume and existing.exists() and load_run_config(existing) != config:
-        raise ValueError(f"{run_dir} holds a run with a different config; pick another --run-dir or pass --no-resume")
+        raise UserError(
+            f"{run_dir} holds a run with a different config; pick another --run-dir or pass "
+            "--no-resume"
+        )
     atomic_write_text(existing, config.to_yaml())
     atomic_write_text(run_dir / "versions.json", json.dumps(environment(), indent=2))
     seed_everything(config.train.seed)
@@ -119,23 +141,36 @@ def train_run(config: RunConfig, run_dir: str | Path | None = None, resume: bool
         torch_save_atomic(model.state_dict(), run_dir / BEST)
     pd.DataFrame(result.history).to_csv(run_dir / "history.csv", index=False)
     epoch_seconds = [h["train_seconds"] for h in result.history]
-    metrics = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-               "seconds": result.seconds, "seconds_per_epoch": sum(epoch_seconds) / max(1, len(epoch_seconds)),
-               "resumed_from_epoch": result.resumed_from, "valid": result.valid, "test": result.test,
-               "defense_notes": result.notes, "model_route": model.route_note, "dataset": dataset.summary()}
+    metrics = {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "seconds": result.seconds,
+        "seconds_per_epoch": sum(epoch_seconds) / max(1, len(epoch_seconds)),
+        "resumed_from_epoch": result.resumed_from,
+        "valid": result.valid,
+        "test": result.test,
+        "defense_notes": result.notes,
+        "model_route": model.route_note,
+        "dataset": dataset.summary(),
+    }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=str))
     write_results(run_dir, fit_rows(config, dataset.name, run_dir, result))
     return run_dir, result
 
 
-def load_run(run_dir: str | Path, device: str | None = "auto", dataset: Dataset | None = None) -> Run:
+def load_run(
+    run_dir: str | Path, device: str | None = "auto", dataset: Dataset | None = None
+) -> Run:
     """A finished run's dataset and model with its best weights (``weights_only=True``);
     ``device`` None: the run's own; ``dataset``: an already loaded copy of the run's dataset."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     if not (run_dir / BEST).exists():
-        raise FileNotFoundError(f"{run_dir} has no {BEST}; the run has not finished an evaluation yet")
+        raise FileNotFoundError(
+            f"{run_dir} has no {BEST}; the run has not finished an evaluation yet"
+        )
     config = load_run_config(run_dir / "config.yaml")
     dataset = dataset if dataset is not None else load_dataset(config.dataset)
     model = build_model(config.model, dataset, config.model_params)
@@ -145,13 +180,25 @@ def load_run(run_dir: str | Path, device: str | None = "auto", dataset: Dataset 
     return Run(run_dir, config, dataset, model.to(dev))
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", protocol: str = "full", n_negatives: int = 999,
-                 device: str = "auto") -> dict[str, float]:
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    protocol: str = "full",
+    n_negatives: int = 999,
+    device: str = "auto",
+) -> dict[str, float]:
     """Evaluate a run's best checkpoint with the full-ranking or sampled protocol."""
     run = load_run(run_dir, device)
     ks = run.config.train.ks
     if protocol == "full":
         return evaluate(run.model, run.dataset, split, ks=ks)
     if protocol == "sampled":
-        return evaluate_sampled(run.model, run.dataset, split, ks=ks, n_negatives=n_negatives, seed=run.config.train.seed)
-    raise ValueError(f"unknown protocol '{protocol}'; use 'full' or 'sampled'")
+        return evaluate_sampled(
+            run.model,
+            run.dataset,
+            split,
+            ks=ks,
+            n_negatives=n_negatives,
+            seed=run.config.train.seed,
+        )
+    raise UserError(f"unknown protocol '{protocol}'; use 'full' or 'sampled'")

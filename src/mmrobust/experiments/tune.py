@@ -54,7 +54,9 @@ def _with_settings(base: RunConfig, settings: dict[str, Any]) -> RunConfig:
     return RunConfig(**data)
 
 
-def tune(base: RunConfig, grid: dict[str, list[Any]], root: str | Path, dataset: Dataset | None = None) -> TuneResult:
+def tune(
+    base: RunConfig, grid: dict[str, list[Any]], root: str | Path, dataset: Dataset | None = None
+) -> TuneResult:
     """Train every combination of ``grid`` on top of ``base``; pick by validation.
 
     Keys are model settings (``reg_weight``) or training settings (``train.lr``)."""
@@ -67,9 +69,16 @@ def tune(base: RunConfig, grid: dict[str, list[Any]], root: str | Path, dataset:
         name = "-".join(f"{k}={v}" for k, v in params.items()) or "default"
         run_dir, result = train_run(config, root / name, dataset=dataset)
         metric = config.train.valid_metric
-        rows.append({**params, "best_epoch": result.best_epoch, f"valid_{metric}": result.valid[metric],
-                     "test_recall@20": result.test.get("recall@20"), "test_ndcg@20": result.test.get("ndcg@20"),
-                     "run_dir": str(run_dir)})
+        rows.append(
+            {
+                **params,
+                "best_epoch": result.best_epoch,
+                f"valid_{metric}": result.valid[metric],
+                "test_recall@20": result.test.get("recall@20"),
+                "test_ndcg@20": result.test.get("ndcg@20"),
+                "run_dir": str(run_dir),
+            }
+        )
         configs.append(config)
         settings.append(params)
     table = pd.DataFrame(rows)

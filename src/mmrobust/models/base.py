@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 
 PERTURBATION_POINTS = ("raw", "embedding")
 #: How item features reach a model's score at inference:
@@ -159,12 +160,12 @@ class Recommender(nn.Module):
         wanted = getattr(config, "modalities", None) or list(dataset.modalities)
         unknown = [m for m in wanted if m not in dataset.features]
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"{self.name} was asked for modality {', '.join(unknown)} but dataset "
                 f"'{dataset.name}' has {', '.join(dataset.modalities) or 'no features'}"
             )
         if not wanted:
-            raise ValueError(f"{self.name} reads item features but "
+            raise UserError(f"{self.name} reads item features but "
                              f"dataset '{dataset.name}' has none")
         return tuple(wanted)
 
@@ -207,10 +208,10 @@ class Recommender(nn.Module):
 
     def perturbation_shape(self, point: str, modality: str) -> tuple[int, int]:
         if point not in PERTURBATION_POINTS:
-            raise ValueError(f"unknown perturbation point '{point}'; use "
+            raise UserError(f"unknown perturbation point '{point}'; use "
                              f"one of {', '.join(PERTURBATION_POINTS)}")
         if modality not in self.modalities:
-            raise ValueError(f"{self.name} does not read modality '{modality}' "
+            raise UserError(f"{self.name} does not read modality '{modality}' "
                              f"(it reads {', '.join(self.modalities) or 'none'})")
         dims = self.feature_dims if point == "raw" else self.modality_embedding_dims()
         return (self.n_items, dims[modality])

@@ -50,6 +50,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 from mmrobust.models.base import (
     Batch,
     Embeddings,
@@ -115,11 +116,11 @@ class MMGCL(Recommender):
             return torch.full((len(self.modalities),), 1.0 / len(self.modalities))
         unknown = sorted(set(given) - set(self.modalities))
         if unknown:
-            raise ValueError(f"mask_probs names modality {', '.join(unknown)} "
+            raise UserError(f"mask_probs names modality {', '.join(unknown)} "
                              f"but {self.name} reads {', '.join(self.modalities)}")
         probs = torch.tensor([float(given.get(m, 0.0)) for m in self.modalities])
         if (probs < 0).any() or probs.sum() <= 0:
-            raise ValueError(f"mask_probs must be non-negative with a positive sum, got {given}")
+            raise UserError(f"mask_probs must be non-negative with a positive sum, got {given}")
         return probs / probs.sum()
 
     def _build_graph(self, train: sp.csr_matrix) -> None:

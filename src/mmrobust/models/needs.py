@@ -22,12 +22,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mmrobust.errors import UserError
 from mmrobust.models.base import FEATURE_ROUTES, Recommender
 from mmrobust.models.registry import make_config, model_class
 
 NUMBERS = {1: "one", 2: "two", 3: "three"}
-ROUTE_WORDS = {"direct": "reads the item features directly", "graph": "reads the item features (any route)",
-               "none": "reads no item features", "training-only": "reads item features at training only"}
+ROUTE_WORDS = {
+    "direct": "reads the item features directly",
+    "graph": "reads the item features (any route)",
+    "none": "reads no item features",
+    "training-only": "reads item features at training only",
+}
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,13 @@ class ModelProfile:
     @classmethod
     def of(cls, model: Recommender) -> ModelProfile:
         """The profile of a built model."""
-        return cls(model.name, model.feature_route, tuple(model.modalities),
-                   type(model).parts_of(model.config), model.route_note)
+        return cls(
+            model.name,
+            model.feature_route,
+            tuple(model.modalities),
+            type(model).parts_of(model.config),
+            model.route_note,
+        )
 
 
 def profile_of(model: str, params: Mapping[str, Any], modalities: Sequence[str]) -> ModelProfile:
@@ -71,15 +81,21 @@ class Needs:
         """None when the component applies to ``profile``; else the sentence saying why not."""
         if profile.route not in self.routes:
             wanted = " or ".join(ROUTE_WORDS.get(r, r) for r in self.routes)
-            return (f"{self.who} needs a model whose score {wanted}; {profile.model} has feature route "
-                    f"'{profile.route}' ({profile.route_note})")
+            return (
+                f"{self.who} needs a model whose score {wanted}; {profile.model} has feature route "
+                f"'{profile.route}' ({profile.route_note})"
+            )
         if len(profile.modalities) < self.min_modalities:
             count = NUMBERS.get(self.min_modalities, str(self.min_modalities))
-            return (f"{self.who} needs {count} or more modalities; {profile.model} reads "
-                    f"{', '.join(profile.modalities) or 'none'}")
+            return (
+                f"{self.who} needs {count} or more modalities; {profile.model} reads "
+                f"{', '.join(profile.modalities) or 'none'}"
+            )
         if self.parts and not profile.parts:
-            return (f"{self.who} needs per-modality score parts; {profile.model} has none "
-                    f"({profile.route_note})")
+            return (
+                f"{self.who} needs per-modality score parts; {profile.model} has none "
+                f"({profile.route_note})"
+            )
         return None
 
     def check(self, model: Recommender) -> None:
@@ -89,7 +105,7 @@ class Needs:
             raise NotApplicable(reason)
 
 
-class NotApplicable(ValueError):
+class NotApplicable(UserError):
     """A component was applied to a model or dataset it does not support (see :class:`Needs`)."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 from mmrobust.models.base import ModelConfig, Recommender
 from mmrobust.models.bm3 import BM3
 from mmrobust.models.duif import DUIF
@@ -21,7 +22,20 @@ from mmrobust.models.vbpr import VBPR
 
 MODELS: dict[str, type[Recommender]] = {
     cls.name: cls
-    for cls in (Popularity, MF, LightGCN, VBPR, DUIF, MMGCN, GRCN, SLMRec, MMGCL, LATTICE, FREEDOM, BM3)
+    for cls in (
+        Popularity,
+        MF,
+        LightGCN,
+        VBPR,
+        DUIF,
+        MMGCN,
+        GRCN,
+        SLMRec,
+        MMGCL,
+        LATTICE,
+        FREEDOM,
+        BM3,
+    )
 }
 ALIASES = {"popularity": "pop", "mf-bpr": "mf", "bpr": "mf", "mfbpr": "mf"}
 
@@ -29,11 +43,13 @@ ALIASES = {"popularity": "pop", "mf-bpr": "mf", "bpr": "mf", "mfbpr": "mf"}
 def model_class(name: str) -> type[Recommender]:
     key = ALIASES.get(name.lower(), name.lower())
     if key not in MODELS:
-        raise ValueError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
+        raise UserError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
     return MODELS[key]
 
 
-def make_config(name: str, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any) -> ModelConfig:
+def make_config(
+    name: str, config: ModelConfig | dict[str, Any] | None = None, **overrides: Any
+) -> ModelConfig:
     """The typed config of model ``name`` from a config object or dict plus keyword overrides."""
     cls = model_class(name)
     values = config.model_dump() if isinstance(config, ModelConfig) else dict(config or {})
@@ -41,7 +57,12 @@ def make_config(name: str, config: ModelConfig | dict[str, Any] | None = None, *
     return cls.Config(**values)
 
 
-def build_model(name: str, dataset: Dataset, config: ModelConfig | dict[str, Any] | None = None,
-                **overrides: Any) -> Recommender:
-    """Build model ``name`` for ``dataset``; unknown config keys raise a validation error naming them."""
+def build_model(
+    name: str,
+    dataset: Dataset,
+    config: ModelConfig | dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Recommender:
+    """Build model ``name`` for ``dataset``; unknown config keys raise a validation error naming
+    them."""
     return model_class(name)(dataset, make_config(name, config, **overrides))

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmrobust.data import BPRSampler, Dataset
+from mmrobust.errors import UserError
 from mmrobust.evaluation import evaluate
 from mmrobust.models import Batch, LossPlugin, Recommender
 from mmrobust.training.config import TrainConfig
@@ -194,6 +195,6 @@ def load_weights(model: Recommender, path: str | Path,
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
-        raise ValueError(f"{path} does not fit this {model.name} model ({first}); "
+        raise UserError(f"{path} does not fit this {model.name} model ({first}); "
                          "was it written by another version or config?") from None
     return model

@@ -38,8 +38,14 @@ def write_marker(out: Path, cell: Cell, result: dict[str, Any]) -> None:
     """Record a finished cell (atomically); run directories are stored relative to ``out``."""
     for row in result.get("rows", []):
         row["run_dir"] = cell.run_dir
-    record = {"id": cell.id, "kind": cell.kind, "title": cell.title, "dataset": cell.dataset, "run_dir": cell.run_dir,
-              **result}
+    record = {
+        "id": cell.id,
+        "kind": cell.kind,
+        "title": cell.title,
+        "dataset": cell.dataset,
+        "run_dir": cell.run_dir,
+        **result,
+    }
     atomic_write_text(marker_path(out, cell.id), json.dumps(record, default=_jsonable))
     error = out / "cells" / f"{cell.id}.error.txt"
     if error.exists():
@@ -74,7 +80,9 @@ def claim_cell(out: Path, cid: str) -> bool:
             path.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as handle:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, handle)
+            json.dump(
+                {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, handle
+            )
         return True
     return False
 
@@ -112,5 +120,8 @@ def release_claim(out: Path, cid: str) -> None:
 
 def record_failure(out: Path, cell: Cell, exc: BaseException) -> str:
     message = f"{type(exc).__name__}: {exc}"
-    atomic_write_text(out / "cells" / f"{cell.id}.error.txt", f"{cell.title}\n{message}\n\n{traceback.format_exc()}")
+    atomic_write_text(
+        out / "cells" / f"{cell.id}.error.txt",
+        f"{cell.title}\n{message}\n\n{traceback.format_exc()}",
+    )
     return message

@@ -34,7 +34,9 @@ def _check_train(values: dict[str, Any], key: str) -> dict[str, Any]:
     try:
         TrainConfig(**values)
     except ValidationError as exc:
-        raise ValueError(format_validation_error(exc, "training settings", prefix=f"{key}.")) from None
+        raise ValueError(
+            format_validation_error(exc, "training settings", prefix=f"{key}.")
+        ) from None
     return values
 
 
@@ -43,8 +45,12 @@ class ModelOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    params: dict[str, Any] = Field(default_factory=dict, description="model settings for this dataset")
-    train: dict[str, Any] = Field(default_factory=dict, description="training settings for this dataset")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="model settings for this dataset"
+    )
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="training settings for this dataset"
+    )
 
 
 class ModelEntry(BaseModel):
@@ -54,8 +60,12 @@ class ModelEntry(BaseModel):
 
     name: str = Field(description="model name (vbpr, mmgcn, ...)")
     params: dict[str, Any] = Field(default_factory=dict, description="model settings")
-    train: dict[str, Any] = Field(default_factory=dict, description="training settings of the clean run")
-    per_dataset: dict[str, ModelOverride] = Field(default_factory=dict, description="settings per dataset")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="training settings of the clean run"
+    )
+    per_dataset: dict[str, ModelOverride] = Field(
+        default_factory=dict, description="settings per dataset"
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> ModelEntry:
@@ -65,13 +75,19 @@ class ModelEntry(BaseModel):
             try:
                 make_config(self.name, {**self.params, **override.params})
             except ValidationError as exc:
-                raise ValueError(format_validation_error(exc, f"{self.name} settings", prefix=f"{prefix}params.")) from None
+                raise ValueError(
+                    format_validation_error(exc, f"{self.name} settings", prefix=f"{prefix}params.")
+                ) from None
             _check_train({**self.train, **override.train}, f"{prefix}train")
         return self
 
     def settings(self, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(model settings, training settings) on ``dataset``."""
-        override = self.per_dataset.get(dataset) or self.per_dataset.get(Path(dataset).name) or ModelOverride()
+        override = (
+            self.per_dataset.get(dataset)
+            or self.per_dataset.get(Path(dataset).name)
+            or ModelOverride()
+        )
         return {**self.params, **override.params}, {**self.train, **override.train}
 
 
@@ -83,7 +99,9 @@ class FinetuneConfig(BaseModel):
 
     epochs: int = Field(50, ge=1, description="fine-tuning epochs (Band Together: 50)")
     lr: float = Field(2e-4, gt=0, description="learning rate of the fine-tuning")
-    train: dict[str, Any] = Field(default_factory=dict, description="other training settings of the fine-tuning")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="other training settings of the fine-tuning"
+    )
 
     @field_validator("train")
     @classmethod
@@ -98,40 +116,66 @@ class VariantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label: str = Field(description="row label in the tables (e.g. 'Adv training')")
-    kind: Literal["clean", "finetune", "unimodal"] = Field("finetune", description="where the run comes from")
-    defenses: list[DefenseSpec] = Field(default_factory=list, description="stacked training-time defenses")
+    kind: Literal["clean", "finetune", "unimodal"] = Field(
+        "finetune", description="where the run comes from"
+    )
+    defenses: list[DefenseSpec] = Field(
+        default_factory=list, description="stacked training-time defenses"
+    )
     modality: str = Field("each", description="unimodal: the modality kept, or 'each'")
-    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="'<defense>.<setting>': values")
-    finetune: dict[str, Any] = Field(default_factory=dict, description="fine-tuning overrides (epochs, lr, ...)")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="'<defense>.<setting>': values"
+    )
+    finetune: dict[str, Any] = Field(
+        default_factory=dict, description="fine-tuning overrides (epochs, lr, ...)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> VariantConfig:
         if self.kind != "finetune" and (self.defenses or self.sweep or self.finetune):
-            raise ValueError(f"variant '{self.label}' of kind '{self.kind}' takes no defenses, sweep or finetune "
-                             "settings (use kind: finetune)")
+            raise ValueError(
+                f"variant '{self.label}' of kind '{self.kind}' takes no defenses, sweep or "
+                "finetune "
+                "settings (use kind: finetune)"
+            )
         names = {d.name: d for d in self.defenses}
         for key, values in self.sweep.items():
             name, _, setting = key.rpartition(".")
             if not name or defense_class(name).name not in names:
-                raise ValueError(f"sweep key '{key}' of variant '{self.label}' must look like <defense>.<setting> "
-                                 f"with the defense among {sorted(names) or 'its defenses (none listed)'}")
+                raise ValueError(
+                    f"sweep key '{key}' of variant '{self.label}' must look like "
+                    "<defense>.<setting> "
+                    f"with the defense among {sorted(names) or 'its defenses (none listed)'}"
+                )
             spec = names[defense_class(name).name]
             if setting not in spec.params:
-                raise ValueError(f"sweep key '{key}': '{setting}' is not a setting of {spec.name}; "
-                                 f"allowed: {', '.join(spec.params)}")
+                raise ValueError(
+                    f"sweep key '{key}': '{setting}' is not a setting of {spec.name}; "
+                    f"allowed: {', '.join(spec.params)}"
+                )
             if not values:
                 raise ValueError(f"sweep key '{key}' of variant '{self.label}' has no values")
         return self
 
-    def expand(self, modalities: tuple[str, ...]) -> list[tuple[str, dict[str, Any], VariantConfig]]:
+    def expand(
+        self, modalities: tuple[str, ...]
+    ) -> list[tuple[str, dict[str, Any], VariantConfig]]:
         """[(label, sweep setting, concrete variant)]: one per sweep combination or modality."""
         if self.kind == "unimodal":
             if self.modality != "each" and self.modality not in modalities:
-                raise ConfigError(f"variant '{self.label}': modality '{self.modality}' is not in the dataset "
-                                  f"(allowed: each, {', '.join(modalities)})")
+                raise ConfigError(
+                    f"variant '{self.label}': modality '{self.modality}' is not in the dataset "
+                    f"(allowed: each, {', '.join(modalities)})"
+                )
             chosen = modalities if self.modality == "each" else (self.modality,)
-            return [(self._label({"modality": m}, True), {"modality": m},
-                     self.model_copy(update={"modality": m})) for m in chosen]
+            return [
+                (
+                    self._label({"modality": m}, True),
+                    {"modality": m},
+                    self.model_copy(update={"modality": m}),
+                )
+                for m in chosen
+            ]
         if not self.sweep:
             return [(self.label, {}, self)]
         out = []
@@ -141,8 +185,16 @@ class VariantConfig(BaseModel):
             for key, value in setting.items():
                 name, _, param = key.rpartition(".")
                 target = next(d for d in defenses if d.name == defense_class(name).name)
-                target.params = DefenseSpec(name=target.name, params={**target.params, param: value}).params
-            out.append((self._label(setting, True), setting, self.model_copy(update={"defenses": defenses, "sweep": {}})))
+                target.params = DefenseSpec(
+                    name=target.name, params={**target.params, param: value}
+                ).params
+            out.append(
+                (
+                    self._label(setting, True),
+                    setting,
+                    self.model_copy(update={"defenses": defenses, "sweep": {}}),
+                )
+            )
         return out
 
     def _label(self, setting: dict[str, Any], suffix: bool) -> str:
@@ -151,7 +203,10 @@ class VariantConfig(BaseModel):
             return self.label.format(**short)
         if self.kind == "unimodal":
             return f"{self.label}-{short['modality']}" if suffix else self.label
-        return f"{self.label} ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in short.items())})"
+        shown = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in short.items()
+        )
+        return f"{self.label} ({shown})"
 
 
 class Selection(BaseModel):
@@ -162,21 +217,31 @@ class Selection(BaseModel):
     spec_class: ClassVar[type[MeasurementSpec]]
 
     name: str = Field("", description="id used by tables (default: the kind)")
-    variants: list[str] | None = Field(None, description="apply only to these variant labels or groups")
+    variants: list[str] | None = Field(
+        None, description="apply only to these variant labels or groups"
+    )
     seeds: list[int] | None = Field(None, description="apply only to runs with these seeds")
+    models: list[str] | None = Field(None, description="apply only to these models")
 
     @model_validator(mode="after")
     def _name(self) -> Selection:
         self.name = self.name or getattr(self, "kind", "")
+        if self.models is not None:
+            self.models = [model_class(m).name for m in self.models]
         return self
 
-    def applies(self, labels: tuple[str, ...], seed: int) -> bool:
-        return (self.variants is None or any(v in labels for v in self.variants)) and \
-            (self.seeds is None or seed in self.seeds)
+    def applies(self, labels: tuple[str, ...], seed: int, model: str) -> bool:
+        return (
+            (self.variants is None or any(v in labels for v in self.variants))
+            and (self.seeds is None or seed in self.seeds)
+            and (self.models is None or model in self.models)
+        )
 
     def spec(self) -> MeasurementSpec:
         """The measurement settings of the entry (without name and filters)."""
-        return self.spec_class(**self.model_dump(exclude=set(Selection.model_fields), exclude_unset=True))
+        return self.spec_class(
+            **self.model_dump(exclude=set(Selection.model_fields), exclude_unset=True)
+        )
 
 
 class UntargetedEntry(Selection, UntargetedSpec):
@@ -217,9 +282,19 @@ class MismatchEntry(Selection, MismatchSpec):
 
 ENTRIES: dict[str, type[Selection]] = {
     cls.model_fields["kind"].default: cls
-    for cls in (UntargetedEntry, AdaptiveEntry, PromotionEntry, ModalityEntry, SampledEntry, MismatchEntry)}
-AttackEntry = Annotated[UntargetedEntry | AdaptiveEntry | PromotionEntry | ModalityEntry | SampledEntry
-                        | MismatchEntry, Field(discriminator="kind")]
+    for cls in (
+        UntargetedEntry,
+        AdaptiveEntry,
+        PromotionEntry,
+        ModalityEntry,
+        SampledEntry,
+        MismatchEntry,
+    )
+}
+AttackEntry = Annotated[
+    UntargetedEntry | AdaptiveEntry | PromotionEntry | ModalityEntry | SampledEntry | MismatchEntry,
+    Field(discriminator="kind"),
+]
 
 
 class TableConfig(BaseModel):
@@ -228,16 +303,24 @@ class TableConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="id of the table")
-    layout: LayoutName = Field(description="mb-table2, bt-table2, amr-table3, robustness or budget-grid")
+    layout: LayoutName = Field(
+        description="mb-table2, bt-table2, amr-table3, robustness or budget-grid"
+    )
     title: str = Field("", description="caption")
-    variants: list[str] | None = Field(None, description="rows: variant labels or groups (default: all)")
-    source: str | None = Field(None, description="name of the attack entry read (default: the first that fits)")
+    variants: list[str] | None = Field(
+        None, description="rows: variant labels or groups (default: all)"
+    )
+    source: str | None = Field(
+        None, description="name of the attack entry read (default: the first that fits)"
+    )
     attack: str = Field("fgsm", description="attack of the attacked columns")
     budget: float = Field(0.05, description="budget of the attacked columns")
     beta: float = Field(0.0, description="budget-grid on promotion: the β of the attack")
     metric: str = Field("recall", description="robustness / budget-grid: metric")
     k: int = Field(20, description="robustness / budget-grid: cut-off")
-    baseline: str | None = Field(None, description="undefended row for the tests (default: the clean variant)")
+    baseline: str | None = Field(
+        None, description="undefended row for the tests (default: the clean variant)"
+    )
 
 
 class Resources(BaseModel):
@@ -257,22 +340,40 @@ class BenchmarkConfig(BaseModel):
     name: str = Field("benchmark", description="benchmark name")
     description: str = Field("", description="what it reproduces")
     preset: str | None = Field(None, description="the preset applied (filled in when loading)")
-    datasets: list[str] = Field(default_factory=lambda: [DEFAULT_DATASET], description="dataset names or folders")
-    models: list[ModelEntry] = Field(default_factory=lambda: [ModelEntry(name="vbpr")], description="models")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="seeds (paired across variants)")
-    train: dict[str, Any] = Field(default_factory=dict, description="training settings of the clean runs")
-    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="defense fine-tuning")
+    datasets: list[str] = Field(
+        default_factory=lambda: [DEFAULT_DATASET], description="dataset names or folders"
+    )
+    models: list[ModelEntry] = Field(
+        default_factory=lambda: [ModelEntry(name="vbpr")], description="models"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], description="seeds (paired across variants)"
+    )
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="training settings of the clean runs"
+    )
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="defense fine-tuning"
+    )
     defenses: list[VariantConfig] = Field(
-        default_factory=lambda: [VariantConfig(label="Multimodal", kind="clean")], description="table rows")
+        default_factory=lambda: [VariantConfig(label="Multimodal", kind="clean")],
+        description="table rows",
+    )
     attacks: list[AttackEntry] = Field(default_factory=list, description="measurements")
-    tables: list[TableConfig] = Field(default_factory=list, description="paper-layout tables of the report")
+    tables: list[TableConfig] = Field(
+        default_factory=list, description="paper-layout tables of the report"
+    )
     device: str = Field("cpu", description="'cpu', 'cuda', 'auto'")
     resources: Resources = Field(default_factory=Resources, description="per-cell resources (Ray)")
 
     @field_validator("models", mode="before")
     @classmethod
     def _model_names(cls, value: Any) -> Any:
-        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+        return (
+            [{"name": v} if isinstance(v, str) else v for v in value]
+            if isinstance(value, list)
+            else value
+        )
 
     @field_validator("train")
     @classmethod
@@ -281,10 +382,13 @@ class BenchmarkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_check(self) -> BenchmarkConfig:
-        for what, names in (("defenses[].label", [v.label for v in self.defenses]),
-                            ("attacks[].name", [a.name for a in self.attacks]),
-                            ("tables[].name", [t.name for t in self.tables]), ("datasets", self.datasets),
-                            ("seeds", self.seeds)):
+        for what, names in (
+            ("defenses[].label", [v.label for v in self.defenses]),
+            ("attacks[].name", [a.name for a in self.attacks]),
+            ("tables[].name", [t.name for t in self.tables]),
+            ("datasets", self.datasets),
+            ("seeds", self.seeds),
+        ):
             if len(set(names)) != len(names):
                 raise ValueError(f"'{what}' must be unique; got {names}")
         if not self.seeds or not self.datasets or not self.models:
@@ -293,19 +397,26 @@ class BenchmarkConfig(BaseModel):
         attacks = [a.name for a in self.attacks]
         for table in self.tables:
             if table.source is not None and table.source not in attacks:
-                raise ValueError(f"table '{table.name}': source '{table.source}' is not an attack; "
-                                 f"allowed: {', '.join(attacks) or 'none defined'}")
+                raise ValueError(
+                    f"table '{table.name}': source '{table.source}' is not an attack; "
+                    f"allowed: {', '.join(attacks) or 'none defined'}"
+                )
         for kind, entries in (("attack", self.attacks), ("table", self.tables)):
             for entry in entries:
                 unknown = [v for v in entry.variants or [] if not _matches_any(v, labels)]
                 if unknown:
-                    raise ValueError(f"{kind} '{entry.name}': variants {unknown} are not defense labels; "
-                                     f"allowed: {', '.join(labels)} (or their expansions)")
+                    raise ValueError(
+                        f"{kind} '{entry.name}': variants {unknown} are not defense labels; "
+                        f"allowed: {', '.join(labels)} (or their expansions)"
+                    )
             if kind == "table":
                 for entry in entries:
                     if entry.baseline is not None and not _matches_any(entry.baseline, labels):
-                        raise ValueError(f"table '{entry.name}': baseline '{entry.baseline}' is not a defense label; "
-                                         f"allowed: {', '.join(labels)}")
+                        raise ValueError(
+                            f"table '{entry.name}': baseline '{entry.baseline}' is not a defense "
+                            "label; "
+                            f"allowed: {', '.join(labels)}"
+                        )
         return self
 
     def clean_label(self) -> str | None:
@@ -318,5 +429,3 @@ class BenchmarkConfig(BaseModel):
 def _matches_any(name: str, labels: list[str]) -> bool:
     """A variant label of the config or one of its expansions ('Unimodal-image', 'MB (lam=0.1)')."""
     return name in labels or any(name.startswith(label) for label in labels)
-
-

@@ -25,6 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mmrobust.data import Dataset
+from mmrobust.errors import UserError
 from mmrobust.experiments.benchmark.cells import (
     claim_cell,
     claimed_elsewhere,
@@ -39,8 +40,24 @@ Work = Callable[[Cell, Dataset, Path, int | None], dict[str, Any]]
 
 
 @dataclass
+class Job:
+    """What an executor is given: the cells to compute (dependencies first), the loaded
+    datasets by name, the results folder, the work of one cell, what to do with a finished
+    cell's result, an optional cap on the cells computed, and whether to show progress."""
+
+    cells: list[Cell]
+    datasets: Mapping[str, Dataset]
+    out: Path
+    work: Work
+    on_done: OnDone
+    max_cells: int | None = None
+    progress: bool = True
+
+
+@dataclass
 class Outcome:
-    """What an executor did: cells computed, cells failed (id → message), whether it stopped early."""
+    """What an executor did: cells computed, cells failed (id → message), whether it stopped
+    early."""
 
     computed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -60,11 +77,23 @@ class InProcessExecutor:
     def __init__(self, poll_seconds: float = 10.0):
         self.poll_seconds = poll_seconds
 
-    def run(self, cells: list[Cell], datasets: Mapping[str, Dataset], out: Path, work: Work, on_done: OnDone,
-            max_cells: int | None = None, progress: bool = True) -> Outcome:
+    def run(self, job: Job) -> Outcome:
+        cells, datasets, out, work, on_done = (
+            job.cells,
+            job.datasets,
+            job.out,
+            job.work,
+            job.on_done,
+        )
+        max_cells, progress = job.max_cells, job.progress
         outcome, waiting = Outcome(), list(cells)
-        bar = tqdm(total=len(cells), desc="benchmark cells", unit="cell", disable=None if progress else True,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=len(cells),
+            desc="benchmark cells",
+            unit="cell",
+            disable=None if progress else True,
+            dynamic_ncols=True,
+        )
         while waiting:
             if max_cells is not None and len(outcome.computed) >= max_cells:
                 outcome.stopped = True
@@ -99,7 +128,10 @@ class InProcessExecutor:
                 bar.update(1)
                 continue
             blocked = [d for d in cell.needs if not is_done(out, d)]
-            if any(d in outcome.failed or (d not in mine and not claimed_elsewhere(out, d)) for d in blocked):
+            if any(
+                d in outcome.failed or (d not in mine and not claimed_elsewhere(out, d))
+                for d in blocked
+            ):
                 waiting.remove(cell)
                 outcome.failed[cell.id] = f"skipped: a cell it needs failed ({', '.join(blocked)})"
                 bar.update(1)
@@ -120,8 +152,13 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 init_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        init_kwargs: dict[str, Any] | None = None,
+    ):
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.init_kwargs = init_kwargs or {}
 
@@ -129,35 +166,58 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise ValueError("the Ray backend needs ray: pip install 'mmrobust[ray]'") from None
+            raise UserError("the Ray backend needs ray: pip install 'mmrobust[ray]'") from None
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **self.init_kwargs)
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                **self.init_kwargs,
+            )
         return ray
 
     def _slots(self, ray) -> int:
         """Cells the cluster can run at once with the declared resources (at least one)."""
         total = ray.cluster_resources()
-        fits = [total.get("CPU", 1.0) / self.num_cpus] + ([total.get("GPU", 0.0) / self.num_gpus] if self.num_gpus else [])
+        fits = [total.get("CPU", 1.0) / self.num_cpus] + (
+            [total.get("GPU", 0.0) / self.num_gpus] if self.num_gpus else []
+        )
         return max(1, int(min(fits)))
 
-    def run(self, cells: list[Cell], datasets: Mapping[str, Dataset], out: Path, work: Work, on_done: OnDone,
-            max_cells: int | None = None, progress: bool = True) -> Outcome:
+    def run(self, job: Job) -> Outcome:
+        cells, datasets, out, work, on_done = (
+            job.cells,
+            job.datasets,
+            job.out,
+            job.work,
+            job.on_done,
+        )
+        max_cells, progress = job.max_cells, job.progress
         ray = self._ray()
         outcome = Outcome()
         if max_cells is not None:
             outcome.stopped = len(cells) > max_cells
             cells = cells[:max_cells]
-        task = ray.remote(work).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0)
+        task = ray.remote(work).options(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0
+        )
         shipped = {key: ray.put(datasets[key]) for key in sorted({c.dataset for c in cells})}
         waiting, running, slots = list(cells), {}, self._slots(ray)
-        bar = tqdm(total=len(cells), desc="benchmark cells (ray)", unit="cell", disable=None if progress else True)
+        bar = tqdm(
+            total=len(cells),
+            desc="benchmark cells (ray)",
+            unit="cell",
+            disable=None if progress else True,
+        )
         while waiting or running:
             for cell in list(waiting):  # in the grid's order: dependencies first
                 if len(running) >= slots:
                     break
                 if any(d in outcome.failed for d in cell.needs):
                     waiting.remove(cell)
-                    outcome.failed[cell.id] = record_failure(out, cell, RuntimeError("skipped: a cell it needs failed"))
+                    outcome.failed[cell.id] = record_failure(
+                        out, cell, RuntimeError("skipped: a cell it needs failed")
+                    )
                     bar.update(1)
                 elif all(is_done(out, d) for d in cell.needs):
                     waiting.remove(cell)
@@ -165,7 +225,9 @@ class RayExecutor:
                     running[ref] = cell
             if not running:  # nothing runs and nothing is ready: what waits can never start
                 for cell in waiting:
-                    outcome.failed[cell.id] = record_failure(out, cell, RuntimeError("skipped: a cell it needs never ran"))
+                    outcome.failed[cell.id] = record_failure(
+                        out, cell, RuntimeError("skipped: a cell it needs never ran")
+                    )
                 break
             (ref,), _ = ray.wait(list(running), num_returns=1)
             cell = running.pop(ref)
@@ -182,10 +244,15 @@ class RayExecutor:
         return outcome
 
 
-def make_executor(backend: str = "local", address: str | None = None, num_cpus: float = 1.0,
-                  num_gpus: float = 0.0, **ray_init: Any) -> InProcessExecutor | RayExecutor:
+def make_executor(
+    backend: str = "local",
+    address: str | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    **ray_init: Any,
+) -> InProcessExecutor | RayExecutor:
     if backend == "local":
         return InProcessExecutor()
     if backend == "ray":
         return RayExecutor(address, num_cpus, num_gpus, ray_init)
-    raise ValueError(f"unknown backend '{backend}'; allowed: local, ray")
+    raise UserError(f"unknown backend '{backend}'; allowed: local, ray")

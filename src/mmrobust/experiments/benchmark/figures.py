@@ -6,7 +6,8 @@ with units, a legend.  Means over seeds, error bars = std over seeds.
 * robustness vs budget, one line per defense (modality-balancing paper Figure 5);
 * per-modality score margins before/after the attack, one panel per defense
   (modality-balancing paper Figure 1a vs 6a);
-* defense budget × attack budget heatmap (Band Together Figure 5);
+* defense budget × attack budget heatmap (Band Together Figure 5; drawn for each table of
+  the ``budget-grid`` layout by ``tables.BudgetGrid.figures``);
 * clean accuracy vs attack gain, one point per defense (Band Together Figure 6);
 * defense-setting sweeps, clean and attacked (modality-balancing paper Figures 3–4);
 * training curves (validation Recall@20 per epoch; fine-tuning loss per epoch).
@@ -29,7 +30,9 @@ from mmrobust.experiments.plots import ATTACKED, CLEAN  # noqa: E402
 from mmrobust.utils import atomic_path  # noqa: E402
 
 BUDGET_AXIS = "attack budget r (% of each item row's ‖x‖₂)"
-NAMES = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "map": "MAP", "hr": "HR"}
+#: long metric names of axis labels (the short ones of tables: ``results.SHORT_METRIC``)
+LONG_METRIC = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "map": "MAP",
+               "hr": "HR"}
 
 
 def _title(ax, text: str, width: int = 60, size: int = 10) -> None:
@@ -54,7 +57,7 @@ def _colors(labels: list[str]) -> dict[str, tuple]:
 
 
 def _metric(metric: str, k: int) -> str:
-    return f"{NAMES.get(metric, metric)}@{k}"
+    return f"{LONG_METRIC.get(metric, metric)}@{k}"
 
 
 def plot_robustness_curves(clean: pd.DataFrame, attacked: pd.DataFrame, path: Path, title: str,
@@ -63,18 +66,16 @@ def plot_robustness_curves(clean: pd.DataFrame, attacked: pd.DataFrame, path: Pa
     attacks = list(dict.fromkeys(attacked.attack))
     variants = list(dict.fromkeys(list(clean.variant) + list(attacked.variant)))
     colors = _colors(variants)
-    fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks) + 1.8, 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks) + 1.8, 4.2),
+                             squeeze=False, sharey=True)
     base = _stats(clean, ["variant"]).set_index("variant")
     for ax, attack in zip(axes[0], attacks, strict=True):
         points = _stats(attacked[attacked.attack == attack], ["variant", "budget"])
         for variant in variants:
-            g = points[points.variant == variant].sort_values("budget")
-            if variant in base.index:
-                g = pd.concat([pd.DataFrame({"variant": [variant], "budget": [0.0], "mean": [base.loc[variant, "mean"]],
-                                             "std": [base.loc[variant, "std"]]}), g])
+            g = _from_clean(points[points.variant == variant].sort_values("budget"), base, variant)
             if len(g):
-                ax.errorbar(100 * g["budget"], g["mean"], yerr=g["std"], marker="o", capsize=3, label=variant,
-                            color=colors[variant])
+                ax.errorbar(100 * g["budget"], g["mean"], yerr=g["std"], marker="o", capsize=3,
+                            label=variant, color=colors[variant])
         ax.set_xlabel(BUDGET_AXIS)
         ax.set_ylabel(f"test {_metric(metric, k)} (0 % = clean)")
         _title(ax, f"{attack.upper()}")
@@ -84,10 +85,21 @@ def plot_robustness_curves(clean: pd.DataFrame, attacked: pd.DataFrame, path: Pa
     return _save(fig, path)
 
 
+def _from_clean(points: pd.DataFrame, base: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """A defense's points per budget, preceded by its clean value at budget 0."""
+    if variant not in base.index:
+        return points
+    start = pd.DataFrame({"variant": [variant], "budget": [0.0],
+                          "mean": [base.loc[variant, "mean"]], "std": [base.loc[variant, "std"]]})
+    return pd.concat([start, points])
+
+
 def plot_margin_bars(margins: pd.DataFrame, path: Path, title: str) -> Path:
-    """Mean score margin s(u,i⁺) − s(u,j⁻) per score part, clean vs attacked, one panel per defense."""
+    """Mean score margin s(u,i⁺) − s(u,j⁻) per score part, clean vs attacked, one panel per
+    defense."""
     variants = list(dict.fromkeys(margins.variant))
-    fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants) + 1.5, 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants) + 1.5, 4.2),
+                             squeeze=False, sharey=True)
     for ax, variant in zip(axes[0], variants, strict=True):
         sub = margins[margins.variant == variant]
         parts = [p for p in dict.fromkeys(sub.population) if p not in ("rest", "fused")]
@@ -134,7 +146,8 @@ def plot_tradeoff(points: pd.DataFrame, path: Path, title: str, x_label: str, y_
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     colors = _colors(list(points.variant))
     for r in points.itertuples():
-        ax.errorbar(r.x, r.y, xerr=r.x_std, yerr=r.y_std, fmt="o", capsize=3, color=colors[r.variant], label=r.variant)
+        ax.errorbar(r.x, r.y, xerr=r.x_std, yerr=r.y_std, fmt="o", capsize=3,
+                    color=colors[r.variant], label=r.variant)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
@@ -148,12 +161,15 @@ def plot_sweep(clean: pd.DataFrame, attacked: pd.DataFrame, path: Path, title: s
     """Clean and attacked metric vs one defense setting (x = ``value_x``)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for frame, label, color in ((clean, "clean", CLEAN), (attacked, "attacked", ATTACKED)):
-        g = frame.groupby("x")["value"].agg(["mean", "std"]).fillna(0.0).reset_index().sort_values("x")
-        ax.errorbar(g["x"], g["mean"], yerr=g["std"], marker="o", capsize=3, color=color, label=label)
+        g = frame.groupby("x")["value"].agg(["mean", "std"]).fillna(0.0).reset_index()
+        g = g.sort_values("x")
+        ax.errorbar(g["x"], g["mean"], yerr=g["std"], marker="o", capsize=3, color=color,
+                    label=label)
     xs = pd.concat([clean.x, attacked.x]).astype(float)
     if len(xs) and xs.min() > 0 and xs.max() / xs.min() >= 100:
         ax.set_xscale("log")
-    ax.set_xlabel(f"defense setting {setting} (log scale)" if ax.get_xscale() == "log" else f"defense setting {setting}")
+    log = " (log scale)" if ax.get_xscale() == "log" else ""
+    ax.set_xlabel(f"defense setting {setting}{log}")
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
     ax.legend(title="features")
@@ -193,37 +209,49 @@ def _one_curve_per_run(histories: pd.DataFrame) -> tuple[pd.DataFrame, dict[str,
     return histories[histories.variant == first], {v: list(others) for v, others in shared.items()}
 
 
-def plot_training_curves(histories: pd.DataFrame, path: Path, title: str, metric: str = "valid_recall@20") -> Path:
+def plot_training_curves(histories: pd.DataFrame, path: Path, title: str,
+                         metric: str = "valid_recall@20") -> Path:
     """Left: validation metric per epoch of the runs trained from scratch; right: training loss
     per epoch of the fine-tuned defenses (mean over seeds)."""
     histories, shared = _one_curve_per_run(histories)
-    scratch = histories[(histories.kind == "train") & histories[metric].notna()] if metric in histories else histories[:0]
+    scratch = histories[(histories.kind == "train") & histories[metric].notna()] \
+        if metric in histories else histories[:0]
     tuned = histories[histories.kind == "finetune"]
     panels = [p for p in (("scratch", scratch), ("finetune", tuned)) if len(p[1])]
     n_lines = max(frame.variant.nunique() for _, frame in panels) if panels else 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.5, 4.2 + 0.25 * n_lines),
-                             squeeze=False)
+    size = (6.2 * len(panels) + 1.5, 4.2 + 0.25 * n_lines)
+    fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)
     for ax, (kind, frame) in zip(axes[0], panels, strict=True):
-        y, label = (metric, "validation " + metric.removeprefix("valid_").replace("recall", "Recall")) \
-            if kind == "scratch" else ("loss", "training loss per batch\n(model loss + defense terms)")
-        styles = _line_styles(frame)
-        for variant, g in frame.groupby("variant", sort=False):
-            curve = g.groupby("epoch")[y].agg(["mean", "std"]).fillna(0.0).reset_index()
-            color, style = styles[variant]
-            ax.plot(curve["epoch"] + 1, curve["mean"], marker="." if len(curve) < 30 else None, color=color,
-                    linestyle=style, label=f"{variant} ({g.seed.nunique()} seeds)"
-                    + "".join(f"\n   = {other}" for other in shared.get(variant, [])))
-            ax.fill_between(curve["epoch"] + 1, curve["mean"] - curve["std"], curve["mean"] + curve["std"],
-                            color=color, alpha=0.15)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if frame.epoch.nunique() == 1:  # one epoch: an integer axis around it, not 0.945…1.05
-            ax.set_xlim(frame.epoch.iloc[0] + 0.5, frame.epoch.iloc[0] + 1.5)
-            ax.set_xticks([frame.epoch.iloc[0] + 1])
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="run (mean ± std over seeds)", loc="upper left", bbox_to_anchor=(0.0, -0.18),
-                  ncol=2)
-        _title(ax, "trained from scratch" if kind == "scratch" else "defenses fine-tuned from the clean model")
+        _training_panel(ax, kind, frame, metric, shared)
     fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=11)
     return _save(fig, path)
+
+
+def _training_panel(ax, kind: str, frame: pd.DataFrame, metric: str,
+                    shared: dict[str, list[str]]) -> None:
+    """One panel: a curve per run (mean ± std over seeds) of the validation metric (runs from
+    scratch) or of the training loss (fine-tuned defenses)."""
+    if kind == "scratch":
+        y, label = metric, "validation " + metric.removeprefix("valid_").replace("recall", "Recall")
+    else:
+        y, label = "loss", "training loss per batch\n(model loss + defense terms)"
+    styles = _line_styles(frame)
+    for variant, g in frame.groupby("variant", sort=False):
+        curve = g.groupby("epoch")[y].agg(["mean", "std"]).fillna(0.0).reset_index()
+        color, style = styles[variant]
+        others = "".join(f"\n   = {other}" for other in shared.get(variant, []))
+        ax.plot(curve["epoch"] + 1, curve["mean"], marker="." if len(curve) < 30 else None,
+                color=color, linestyle=style, label=f"{variant} ({g.seed.nunique()} seeds){others}")
+        ax.fill_between(curve["epoch"] + 1, curve["mean"] - curve["std"],
+                        curve["mean"] + curve["std"], color=color, alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if frame.epoch.nunique() == 1:  # one epoch: an integer axis around it, not 0.945…1.05
+        ax.set_xlim(frame.epoch.iloc[0] + 0.5, frame.epoch.iloc[0] + 1.5)
+        ax.set_xticks([frame.epoch.iloc[0] + 1])
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="run (mean ± std over seeds)", loc="upper left",
+              bbox_to_anchor=(0.0, -0.18), ncol=2)
+    _title(ax, "trained from scratch" if kind == "scratch"
+           else "defenses fine-tuned from the clean model")

@@ -36,6 +36,8 @@ from mmrobust.models import ModelProfile, Needs, profile_of, why_not
 
 # settings that change where or how fast a run goes, never its numbers: not part of a cell's id
 NOT_IDENTITY = ("device", "progress", "eval_batch_size", "checkpoint_every")
+
+
 class Unimodal:
     """Unimodal variants retrain the model on one modality: it must read features."""
 
@@ -107,7 +109,9 @@ class Grid:
         and no numbers.  A cell shared by several rows goes with the first."""
         groups = list(dict.fromkeys(m.group for m in self.members))
         row = {cid: groups.index(group) for cid, group in self.rows().items()}
-        return sorted(self.cells.values(), key=lambda c: (c.level > 0, row.get(c.id, len(groups)), c.level))
+        return sorted(
+            self.cells.values(), key=lambda c: (c.level > 0, row.get(c.id, len(groups)), c.level)
+        )
 
     def add(self, cell: Cell) -> str:
         self.cells.setdefault(cell.id, cell)
@@ -141,63 +145,138 @@ def expand_grid(config: BenchmarkConfig, datasets: Mapping[str, Any]) -> Grid:
     grid = Grid()
     for dataset, entry, seed in itertools.product(config.datasets, config.models, config.seeds):
         params, train = entry.settings(dataset)
-        run_train = {**config.train, **train, "seed": seed, "device": config.device, "progress": False}
+        run_train = {
+            **config.train,
+            **train,
+            "seed": seed,
+            "device": config.device,
+            "progress": False,
+        }
         clean = RunConfig(dataset=dataset, model=entry.name, model_params=params, train=run_train)
         modalities = tuple(datasets[dataset].modalities)
         where = f"{datasets[dataset].name}/{entry.name}"
         clean_id = _train_cell(grid, clean, where, "clean", seed)
         for variant in config.defenses:
             for label, setting, concrete in variant.expand(modalities):
-                run_id = _variant_run(grid, config, concrete, clean, clean_id, where, label, seed, modalities)
+                run_id = _variant_run(
+                    grid, config, concrete, clean, clean_id, where, label, seed, modalities
+                )
                 if run_id is None:
                     continue
                 profile = profile_of(entry.name, grid.cells[run_id].config.model_params, modalities)
-                evals = _eval_cells(grid, config, run_id, (label, variant.label), seed, profile, where)
-                grid.members.append(Member(datasets[dataset].name, entry.name, label, variant.label, variant.kind,
-                                           json.dumps(setting, sort_keys=True), seed, run_id, tuple(evals)))
+                evals = _eval_cells(
+                    grid, config, run_id, (label, variant.label), seed, profile, where
+                )
+                grid.members.append(
+                    Member(
+                        datasets[dataset].name,
+                        entry.name,
+                        label,
+                        variant.label,
+                        variant.kind,
+                        json.dumps(setting, sort_keys=True),
+                        seed,
+                        run_id,
+                        tuple(evals),
+                    )
+                )
     return grid
 
 
 def _train_cell(grid: Grid, config: RunConfig, where: str, label: str, seed: int) -> str:
     cid = cell_id({"kind": "train", **_identity(config)})
     run_dir = f"runs/{where}/{slug(label)}-s{seed}-{cid[:8]}"
-    return grid.add(Cell(cid, "train", config.dataset, f"{where}/{label}/s{seed}: train", run_dir,
-                         model=config.model, config=config))
+    return grid.add(
+        Cell(
+            cid,
+            "train",
+            config.dataset,
+            f"{where}/{label}/s{seed}: train",
+            run_dir,
+            model=config.model,
+            config=config,
+        )
+    )
 
 
-def _variant_run(grid: Grid, bench: BenchmarkConfig, variant: VariantConfig, clean: RunConfig, clean_id: str,
-                 where: str, label: str, seed: int, modalities: tuple[str, ...]) -> str | None:
+def _variant_run(
+    grid: Grid,
+    bench: BenchmarkConfig,
+    variant: VariantConfig,
+    clean: RunConfig,
+    clean_id: str,
+    where: str,
+    label: str,
+    seed: int,
+    modalities: tuple[str, ...],
+) -> str | None:
     if variant.kind == "clean":
         return clean_id
     profile = profile_of(clean.model, clean.model_params, modalities)
-    components = [Unimodal] if variant.kind == "unimodal" else [defense_class(d.name) for d in variant.defenses]
+    components = (
+        [Unimodal]
+        if variant.kind == "unimodal"
+        else [defense_class(d.name) for d in variant.defenses]
+    )
     reason = why_not(profile, *components)
     if reason is not None:
         grid.skip(f"{where}/{label}", reason)
         return None
     if variant.kind == "unimodal":
         params = {**clean.model_params, "modalities": [variant.modality]}
-        return _train_cell(grid, clean.model_copy(update={"model_params": params}), where, label, seed)
+        return _train_cell(
+            grid, clean.model_copy(update={"model_params": params}), where, label, seed
+        )
     ft = bench.finetune
-    train = {**clean.train.model_dump(), "eval_every": ft.epochs, **ft.train, "lr": ft.lr, "epochs": ft.epochs,
-             "restore": "last", **variant.finetune}
+    train = {
+        **clean.train.model_dump(),
+        "eval_every": ft.epochs,
+        **ft.train,
+        "lr": ft.lr,
+        "epochs": ft.epochs,
+        "restore": "last",
+        **variant.finetune,
+    }
     if "epochs" in variant.finetune and "eval_every" not in variant.finetune:
         train["eval_every"] = train["epochs"]
-    config = RunConfig(dataset=clean.dataset, model=clean.model, model_params=clean.model_params,
-                       defenses=[d.model_dump() for d in variant.defenses], train=train)
+    config = RunConfig(
+        dataset=clean.dataset,
+        model=clean.model,
+        model_params=clean.model_params,
+        defenses=[d.model_dump() for d in variant.defenses],
+        train=train,
+    )
     cid = cell_id({"kind": "finetune", "from": clean_id, **_identity(config)})
     run_dir = f"runs/{where}/{slug(label)}-s{seed}-{cid[:8]}"
-    return grid.add(Cell(cid, "finetune", clean.dataset, f"{where}/{label}/s{seed}: fine-tune", run_dir,
-                         (clean_id,), clean.model, config, grid.cells[clean_id].run_dir))
+    return grid.add(
+        Cell(
+            cid,
+            "finetune",
+            clean.dataset,
+            f"{where}/{label}/s{seed}: fine-tune",
+            run_dir,
+            (clean_id,),
+            clean.model,
+            config,
+            grid.cells[clean_id].run_dir,
+        )
+    )
 
 
-def _eval_cells(grid: Grid, bench: BenchmarkConfig, run_id: str, labels: tuple[str, ...], seed: int,
-                profile: ModelProfile, where: str) -> list[tuple[str, str]]:
+def _eval_cells(
+    grid: Grid,
+    bench: BenchmarkConfig,
+    run_id: str,
+    labels: tuple[str, ...],
+    seed: int,
+    profile: ModelProfile,
+    where: str,
+) -> list[tuple[str, str]]:
     """[(eval cell id, attack entry name)] of one run; equal measurements share a cell."""
     run = grid.cells[run_id]
     out = []
     for entry in bench.attacks:
-        if not entry.applies(labels, seed):
+        if not entry.applies(labels, seed, run.model):
             continue
         for cell_spec in _resolved(entry, seed).cells():
             reason = make_measurement(cell_spec).why_not(profile)
@@ -206,12 +285,24 @@ def _eval_cells(grid: Grid, bench: BenchmarkConfig, run_id: str, labels: tuple[s
                 continue
             cid = cell_id({"kind": "eval", "run": run_id, **cell_spec.model_dump(mode="json")})
             title = f"{where}/{labels[0]}/s{seed}: {entry.name} {cell_spec.label()}"
-            grid.add(Cell(cid, "eval", run.dataset, title, run.run_dir, (run_id,), run.model, spec=cell_spec))
+            grid.add(
+                Cell(
+                    cid,
+                    "eval",
+                    run.dataset,
+                    title,
+                    run.run_dir,
+                    (run_id,),
+                    run.model,
+                    spec=cell_spec,
+                )
+            )
             out.append((cid, entry.name))
     return out
 
 
 def _resolved(entry: Selection, seed: int) -> MeasurementSpec:
-    """The entry's measurement spec with the seed filled in (the run's, unless the entry sets one)."""
+    """The entry's measurement spec with the seed filled in (the run's, unless the entry sets
+    one)."""
     spec = entry.spec()
     return spec.model_copy(update={"seed": seed if spec.seed is None else spec.seed})

@@ -8,11 +8,10 @@ import copy
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from mmrobust.experiments.benchmark.config import ENTRIES, BenchmarkConfig
-from mmrobust.experiments.config import ConfigError
+from mmrobust.experiments.config import ConfigError, read_settings
 from mmrobust.experiments.overrides import apply_override, named_key
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -33,8 +32,10 @@ def resolve_config_path(config: str | Path | None) -> Path:
     known = packaged_configs()
     if str(config) in known:
         return known[str(config)]
-    raise ConfigError(f"benchmark config '{config}' is neither a file nor a packaged config; "
-                      f"packaged: {', '.join(known)}")
+    raise ConfigError(
+        f"benchmark config '{config}' is neither a file nor a packaged config; "
+        f"packaged: {', '.join(known)}"
+    )
 
 
 def merge(base: Any, patch: Any) -> Any:
@@ -72,15 +73,23 @@ def select_models(data: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {**data, "models": [e for e in entries if e.get("name") in names]}
 
 
-def parse_benchmark(data: dict[str, Any], source: str = "benchmark config", preset: str | None = None,
-                    overrides: list[str] | None = None, models: list[str] | None = None) -> BenchmarkConfig:
+def parse_benchmark(
+    data: dict[str, Any],
+    source: str = "benchmark config",
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    models: list[str] | None = None,
+) -> BenchmarkConfig:
     """Validate a benchmark mapping (after its preset, overrides and model selection) into a
     :class:`BenchmarkConfig`."""
     data = dict(data)
     presets = data.pop("presets", None) or {}
     if preset is not None:
         if preset not in presets:
-            raise ConfigError(f"{source}: unknown preset '{preset}'; allowed: {', '.join(presets) or 'none defined'}")
+            raise ConfigError(
+                f"{source}: unknown preset '{preset}'; allowed: "
+                f"{', '.join(presets) or 'none defined'}"
+            )
         data = merge(data, presets[preset] or {})
         data["preset"] = preset
     for item in overrides or []:
@@ -95,17 +104,15 @@ def parse_benchmark(data: dict[str, Any], source: str = "benchmark config", pres
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_benchmark(config: str | Path | None = None, preset: str | None = None,
-                   overrides: list[str] | None = None, models: list[str] | None = None) -> BenchmarkConfig:
+def load_benchmark(
+    config: str | Path | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    models: list[str] | None = None,
+) -> BenchmarkConfig:
     """Read a benchmark YAML (or a packaged config by name; None → ``default``)."""
     path = resolve_config_path(config)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
-    return parse_benchmark(data, str(path), preset, overrides, models)
+    return parse_benchmark(read_settings(path), str(path), preset, overrides, models)
 
 
 def _format_error(exc: ValidationError, source: str) -> str:
@@ -113,7 +120,9 @@ def _format_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
         loc = err["loc"]  # without the tags of discriminated unions (attacks.0.untargeted.budgets)
-        loc = tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in ENTRIES))
+        loc = tuple(
+            p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in ENTRIES)
+        )
         key = ".".join(str(p) for p in loc)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -122,7 +131,9 @@ def _format_error(exc: ValidationError, source: str) -> str:
         elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             key = f"{key}.kind"
             given = err.get("ctx", {}).get("tag")
-            msg = (f"'{given}' is not a measurement kind" if given else "is missing") + f"; allowed: {', '.join(ENTRIES)}"
+            msg = (
+                f"'{given}' is not a measurement kind" if given else "is missing"
+            ) + f"; allowed: {', '.join(ENTRIES)}"
         parts.append(f"'{key}' {msg}" if key else msg)
     return f"{source}: " + "; ".join(parts)
 
@@ -147,8 +158,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
             if found is not None:
                 return found
     return None
-
-
 
 
 def _named(items: list) -> bool:

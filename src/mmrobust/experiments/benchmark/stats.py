@@ -46,7 +46,7 @@ class PairedTest:
 
 def wilcoxon_floor(n: int) -> float:
     """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give with n pairs."""
-    return 2.0 / 2 ** n if n > 0 else 1.0
+    return 2.0 / 2**n if n > 0 else 1.0
 
 
 def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> PairedTest:
@@ -59,7 +59,9 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> PairedTest:
     n = len(x)
     diff = float(np.mean(x - y)) if n else math.nan
     if n < MIN_SEEDS:
-        return PairedTest(n, diff, math.nan, math.nan, f"n/a: {n} paired seed(s), tests need ≥ {MIN_SEEDS}")
+        return PairedTest(
+            n, diff, math.nan, math.nan, f"n/a: {n} paired seed(s), tests need ≥ {MIN_SEEDS}"
+        )
     d = x - y
     if np.allclose(d, 0.0, rtol=0.0, atol=1e-15):
         return PairedTest(n, diff, 1.0, 1.0, "identical values")
@@ -68,7 +70,9 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> PairedTest:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t_p = float(stats.ttest_rel(x, y).pvalue)
-    note = f"Wilcoxon p ≥ {wilcoxon_floor(n):.3g} with n = {n}" if wilcoxon_floor(n) >= ALPHA else ""
+    note = (
+        f"Wilcoxon p ≥ {wilcoxon_floor(n):.3g} with n = {n}" if wilcoxon_floor(n) >= ALPHA else ""
+    )
     return PairedTest(n, diff, t_p, _wilcoxon(d), note)
 
 
@@ -84,13 +88,19 @@ def _wilcoxon(d: np.ndarray) -> float:
 def legend(n_seeds: int, baseline: str | None) -> list[str]:
     """The significance legend of a table with ``n_seeds`` seeds."""
     base = baseline or "the undefended model"
-    lines = [f"† paired t-test p < {ALPHA} vs {base}; ‡ Wilcoxon signed-rank p < {ALPHA} vs {base}; "
-             f"§ the best and second-best rows of the column differ (paired t-test p < {ALPHA}). "
-             "Pairs are matched by seed."]
+    lines = [
+        f"† paired t-test p < {ALPHA} vs {base}; ‡ Wilcoxon signed-rank p < {ALPHA} vs {base}; "
+        f"§ the best and second-best rows of the column differ (paired t-test p < {ALPHA}). "
+        "Pairs are matched by seed."
+    ]
     if n_seeds < MIN_SEEDS:
-        lines.append(f"With {n_seeds} seed(s) no test is run (n/a): paired tests need at least {MIN_SEEDS}.")
+        lines.append(
+            f"With {n_seeds} seed(s) no test is run (n/a): paired tests need at least {MIN_SEEDS}."
+        )
     elif wilcoxon_floor(n_seeds) >= ALPHA:
-        lines.append(f"With n = {n_seeds} seeds the exact two-sided Wilcoxon test cannot give p < {ALPHA} "
-                     f"(its smallest p is 2/2ⁿ = {wilcoxon_floor(n_seeds):.3g}), so ‡ cannot appear; "
-                     "the t-test assumes normally distributed differences.")
+        lines.append(
+            f"With n = {n_seeds} seeds the exact two-sided Wilcoxon test cannot give p < {ALPHA} "
+            f"(its smallest p is 2/2ⁿ = {wilcoxon_floor(n_seeds):.3g}), so ‡ cannot appear; "
+            "the t-test assumes normally distributed differences."
+        )
     return lines

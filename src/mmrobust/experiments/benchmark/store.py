@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mmrobust.errors import UserError
 from mmrobust.experiments.benchmark.cells import is_done, read_marker
 from mmrobust.experiments.benchmark.config import BenchmarkConfig, TableConfig
 from mmrobust.experiments.benchmark.grid import Cell, Grid
@@ -107,7 +108,7 @@ class ResultsStore:
         frame = self.frame
         for key, value in where.items():
             if key not in frame.columns:
-                raise ValueError(f"unknown column '{key}' in the query; allowed: {', '.join(frame.columns)}")
+                raise UserError(f"unknown column '{key}' in the query; allowed: {', '.join(frame.columns)}")
             values = value if isinstance(value, (list, tuple, set)) else [value]
             frame = frame[_matches(frame[key], values)]
         return frame
@@ -116,7 +117,7 @@ class ResultsStore:
         """Mean, std and number of seeds of ``value`` per ``by`` (after ``query(**where)``)."""
         unknown = [b for b in by if b not in self.frame.columns]
         if unknown:
-            raise ValueError(f"unknown column(s) {unknown} to group by; allowed: {', '.join(self.frame.columns)}")
+            raise UserError(f"unknown column(s) {unknown} to group by; allowed: {', '.join(self.frame.columns)}")
         rows = self.query(**where)
         grouped = rows.groupby(by, dropna=False, sort=False)["value"]
         return grouped.agg(mean="mean", std="std", seeds="count").reset_index()
@@ -125,7 +126,7 @@ class ResultsStore:
         """The config of table ``name`` of this benchmark."""
         specs = {t.name: t for t in (self.config.tables if self.config else [])}
         if name not in specs:
-            raise ValueError(f"unknown table '{name}'; allowed: {', '.join(specs) or 'none in this benchmark'}")
+            raise UserError(f"unknown table '{name}'; allowed: {', '.join(specs) or 'none in this benchmark'}")
         return specs[name]
 
     def attack_kind(self, name: str | None) -> str | None:

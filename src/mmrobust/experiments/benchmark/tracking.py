@@ -32,12 +32,30 @@ class MlflowTracker:
     def log(self, cell: Cell, result: dict[str, Any]) -> None:
         rows = pd.DataFrame(result.get("rows", []))
         with self.mlflow.start_run(run_name=cell.title):
-            self.mlflow.log_params({"cell": cell.id, "kind": cell.kind, "dataset": cell.dataset, "run_dir": cell.run_dir,
-                                    **{k: str(v)[:500] for k, v in cell.describe().items()}})
+            self.mlflow.log_params(
+                {
+                    "cell": cell.id,
+                    "kind": cell.kind,
+                    "dataset": cell.dataset,
+                    "run_dir": cell.run_dir,
+                    **{k: str(v)[:500] for k, v in cell.describe().items()},
+                }
+            )
             metrics = {}
             for r in rows.itertuples():
-                key = "_".join(str(p) for p in (r.split, r.protocol, r.population, r.attack, f"r{r.budget:g}", r.metric,
-                                                "" if pd.isna(r.k) else f"at{int(r.k)}") if p != "")
+                key = "_".join(
+                    str(p)
+                    for p in (
+                        r.split,
+                        r.protocol,
+                        r.population,
+                        r.attack,
+                        f"r{r.budget:g}",
+                        r.metric,
+                        "" if pd.isna(r.k) else f"at{int(r.k)}",
+                    )
+                    if p != ""
+                )
                 if np.isfinite(r.value):
                     metrics[key.replace("@", "_").replace("+", "_")] = float(r.value)
             if metrics:

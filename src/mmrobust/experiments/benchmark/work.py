@@ -20,14 +20,20 @@ from mmrobust.experiments.runs import fit_rows, load_run, train_run
 from mmrobust.utils import tune_allocator
 
 
-def execute_cell(cell: Cell, dataset: Dataset, out: str | Path, threads: int | None = None) -> dict[str, Any]:
+def execute_cell(
+    cell: Cell, dataset: Dataset, out: str | Path, threads: int | None = None
+) -> dict[str, Any]:
     """Do one cell's work in the results folder ``out`` and return its result."""
     tune_allocator()
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
     tick = time.perf_counter()
-    result = _train(cell, dataset, out) if cell.kind in ("train", "finetune") else _measure(cell, dataset, out)
+    result = (
+        _train(cell, dataset, out)
+        if cell.kind in ("train", "finetune")
+        else _measure(cell, dataset, out)
+    )
     result["seconds"] = time.perf_counter() - tick
     return result
 
@@ -39,8 +45,12 @@ def _train(cell: Cell, dataset: Dataset, out: Path) -> dict[str, Any]:
     run_dir = out / cell.run_dir
     _, result = train_run(config, run_dir, resume=True, dataset=dataset)
     rows = fit_rows(config, dataset.name, run_dir, result)
-    return {"rows": [r.as_dict() for r in rows], "history": result.history, "notes": result.notes,
-            "best_epoch": result.best_epoch}
+    return {
+        "rows": [r.as_dict() for r in rows],
+        "history": result.history,
+        "notes": result.notes,
+        "best_epoch": result.best_epoch,
+    }
 
 
 def _measure(cell: Cell, dataset: Dataset, out: Path) -> dict[str, Any]:
