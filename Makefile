@@ -20,6 +20,7 @@ demo: setup
 	$(BIN)/mmrobust benchmark
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -639,7 +639,7 @@ def test_cli_benchmark_report_and_query(synth_folder, tmp_path):
     [
         (
             ["benchmark", "no-such-config"],
-            "neither a file nor a packaged config; packaged: amr, band-together, default",
+            "neither a file nor a packaged config; packaged: amr, attacks, band-together, default",
         ),
         (["benchmark", "amr", "--preset", "fast"], "unknown preset 'fast'; allowed: quick, full"),
         (["benchmark", "--set", "datasets=[no-such-data]"], "unknown dataset 'no-such-data'"),

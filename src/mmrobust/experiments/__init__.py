@@ -8,10 +8,16 @@ from mmrobust.experiments.config import (
     load_run_config,
     parse_run_config,
 )
-from mmrobust.experiments.measurements import MEASUREMENTS, Measurement, make_measurement, record
+from mmrobust.experiments.measurements import (
+    MEASUREMENTS,
+    Measurement,
+    evaluate_run,
+    make_measurement,
+    record,
+)
 from mmrobust.experiments.overrides import apply_overrides
 from mmrobust.experiments.results import RESULT_COLUMNS, ResultRow
-from mmrobust.experiments.runs import Run, evaluate_run, load_run, train_run
+from mmrobust.experiments.runs import Run, load_run, train_run
 from mmrobust.experiments.tune import TuneResult, parse_grid, tune
 
 __all__ = [

@@ -45,7 +45,7 @@ from mmrobust.attacks import (
     split_users,
 )
 from mmrobust.errors import UserError
-from mmrobust.evaluation import evaluate_sampled
+from mmrobust.evaluation import evaluate, evaluate_sampled
 from mmrobust.evaluation.mismatch import gain_summary, mismatch_analysis
 from mmrobust.evaluation.modality import modality_analysis
 from mmrobust.evaluation.promotion import (
@@ -63,7 +63,7 @@ from mmrobust.experiments.plots import (
     plot_robustness,
 )
 from mmrobust.experiments.results import ResultRow, params_json, run_coordinates
-from mmrobust.experiments.runs import Run
+from mmrobust.experiments.runs import Run, load_run
 from mmrobust.models import ModelProfile, Needs, NotApplicable
 from mmrobust.training import BEST
 from mmrobust.utils import atomic_path, atomic_write_text, seed_everything
@@ -668,10 +668,19 @@ class SampledSpec(AttackSettings):
     ks: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [10, 20], min_length=1, description="cut-offs"
     )
+    split: Literal["valid", "test"] = Field("test", description="held-out split evaluated")
 
     def cells(self) -> list[MeasurementSpec]:
         clean = (
-            [SampledSpec(seed=self.seed, n_negatives=self.n_negatives, ks=self.ks, attacks=[])]
+            [
+                SampledSpec(
+                    seed=self.seed,
+                    n_negatives=self.n_negatives,
+                    ks=self.ks,
+                    split=self.split,
+                    attacks=[],
+                )
+            ]
             if self.clean
             else []
         )
@@ -701,7 +710,7 @@ class Sampled(Measurement):
     def run(self, run: Run) -> Measured:
         s, seed = self.spec, self.seed(run)
         model, ds = run.model, run.dataset
-        users = np.unique(ds.test.tocoo().row)
+        users = np.unique(ds.split(s.split).tocoo().row)
         n_neg = int(min(s.n_negatives, (ds.n_items - ds.interacted().getnnz(axis=1))[users].min()))
         features = ds.feature_tensors(model.device, model.modalities)
         settings = ([("none", 0.0)] if s.clean else []) + [
@@ -718,7 +727,7 @@ class Sampled(Measurement):
                 with torch.no_grad():
                     feats, delta = pert.inputs(model, features)
             metrics = evaluate_sampled(
-                model, ds, "test", feats, s.ks, n_neg, seed, embedding_delta=delta
+                model, ds, s.split, feats, s.ks, n_neg, seed, embedding_delta=delta
             )
             records += [
                 {
@@ -747,12 +756,36 @@ class Sampled(Measurement):
                 attack_params=params,
                 budget=float(r.budget),
                 protocol="sampled",
+                split=self.spec.split,
                 metric=r.metric,
                 k=int(r.k),
                 value=float(r.value),
             )
             for r in measured.table.itertuples()
         ]
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    protocol: str = "full",
+    n_negatives: int = 999,
+    device: str = "auto",
+) -> dict[str, float]:
+    """Clean metrics of a run's best checkpoint on ``split``: full ranking, or the sampled
+    protocol (the :class:`Sampled` measurement without an attack, so its numbers are the
+    benchmark's)."""
+    run = load_run(run_dir, device)
+    ks = run.config.train.ks
+    if protocol == "full":
+        return evaluate(run.model, run.dataset, split, ks=ks)
+    if protocol != "sampled":
+        raise UserError(f"unknown protocol '{protocol}'; use 'full' or 'sampled'")
+    if split not in ("valid", "test"):
+        raise UserError(f"the sampled protocol evaluates 'valid' or 'test', not '{split}'")
+    spec = SampledSpec(attacks=[], split=split, n_negatives=n_negatives, ks=ks)
+    table = Sampled(spec).run(run).table
+    return {f"{r.metric}@{r.k}": r.value for r in table.itertuples()}
 
 
 # -------------------------------------------------------------------- mismatch

@@ -21,7 +21,6 @@ import mmrobust
 from mmrobust.data import Dataset, load_dataset
 from mmrobust.defenses import make_defense
 from mmrobust.errors import UserError
-from mmrobust.evaluation import evaluate, evaluate_sampled
 from mmrobust.experiments.config import RunConfig, load_run_config
 from mmrobust.experiments.results import (
     COORDINATES,
@@ -178,27 +177,3 @@ def load_run(
     load_weights(model, run_dir / BEST, dev)
     model.eval()
     return Run(run_dir, config, dataset, model.to(dev))
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    split: str = "test",
-    protocol: str = "full",
-    n_negatives: int = 999,
-    device: str = "auto",
-) -> dict[str, float]:
-    """Evaluate a run's best checkpoint with the full-ranking or sampled protocol."""
-    run = load_run(run_dir, device)
-    ks = run.config.train.ks
-    if protocol == "full":
-        return evaluate(run.model, run.dataset, split, ks=ks)
-    if protocol == "sampled":
-        return evaluate_sampled(
-            run.model,
-            run.dataset,
-            split,
-            ks=ks,
-            n_negatives=n_negatives,
-            seed=run.config.train.seed,
-        )
-    raise UserError(f"unknown protocol '{protocol}'; use 'full' or 'sampled'")

@@ -78,14 +78,8 @@ class InProcessExecutor:
         self.poll_seconds = poll_seconds
 
     def run(self, job: Job) -> Outcome:
-        cells, datasets, out, work, on_done = (
-            job.cells,
-            job.datasets,
-            job.out,
-            job.work,
-            job.on_done,
-        )
-        max_cells, progress = job.max_cells, job.progress
+        cells, datasets, out = job.cells, job.datasets, job.out
+        work, on_done, max_cells, progress = job.work, job.on_done, job.max_cells, job.progress
         outcome, waiting = Outcome(), list(cells)
         bar = tqdm(
             total=len(cells),
@@ -185,14 +179,8 @@ class RayExecutor:
         return max(1, int(min(fits)))
 
     def run(self, job: Job) -> Outcome:
-        cells, datasets, out, work, on_done = (
-            job.cells,
-            job.datasets,
-            job.out,
-            job.work,
-            job.on_done,
-        )
-        max_cells, progress = job.max_cells, job.progress
+        cells, datasets, out = job.cells, job.datasets, job.out
+        work, on_done, max_cells, progress = job.work, job.on_done, job.max_cells, job.progress
         ray = self._ray()
         outcome = Outcome()
         if max_cells is not None:

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mmrobust.errors import UserError
 from mmrobust.experiments.benchmark.cells import is_done, read_marker
 from mmrobust.experiments.benchmark.config import BenchmarkConfig, TableConfig
 from mmrobust.experiments.benchmark.grid import Cell, Grid
+from mmrobust.experiments.benchmark.loading import parse_benchmark
+from mmrobust.experiments.config import read_settings
 from mmrobust.experiments.results import RESULT_COLUMNS, normalise
 from mmrobust.utils import atomic_path
 
@@ -47,11 +48,26 @@ def build_store(grid: Grid, out: Path, config: BenchmarkConfig | None = None) ->
         run = marker(m.run)
         if run is None:
             continue
-        labels = {"variant": m.variant, "group": m.group, "setting": m.setting,
-                  "training": _training(grid.cells[m.run])}
+        labels = {
+            "variant": m.variant,
+            "group": m.group,
+            "setting": m.setting,
+            "training": _training(grid.cells[m.run]),
+        }
         rows += [{**r, **labels, "spec": "train", "cell": m.run} for r in run["rows"]]
-        histories += [{"dataset": m.dataset, "model": m.model, "variant": m.variant, "group": m.group, "seed": m.seed,
-                       "kind": grid.cells[m.run].kind, "cell": m.run, **h} for h in run.get("history", [])]
+        histories += [
+            {
+                "dataset": m.dataset,
+                "model": m.model,
+                "variant": m.variant,
+                "group": m.group,
+                "seed": m.seed,
+                "kind": grid.cells[m.run].kind,
+                "cell": m.run,
+                **h,
+            }
+            for h in run.get("history", [])
+        ]
         for cid, spec in m.evals:
             found = marker(cid)
             if found is not None:
@@ -65,7 +81,9 @@ def build_store(grid: Grid, out: Path, config: BenchmarkConfig | None = None) ->
 def _training(cell: Cell) -> str:
     train = cell.config.train
     init = "fine-tuned from the clean run" if cell.kind == "finetune" else "from scratch"
-    return json.dumps({"init": init, "lr": train.lr, "epochs": train.epochs, "restore": train.restore})
+    return json.dumps(
+        {"init": init, "lr": train.lr, "epochs": train.epochs, "restore": train.restore}
+    )
 
 
 def normalise_store(frame: pd.DataFrame) -> pd.DataFrame:
@@ -95,20 +113,28 @@ class ResultsStore:
         path = Path(path)
         folder = path.parent if path.suffix == ".parquet" else path
         if not (folder / "results.parquet").exists():
-            raise FileNotFoundError(f"{folder} holds no results.parquet; run 'mmrobust benchmark' with --out {folder}")
+            raise FileNotFoundError(
+                f"{folder} holds no results.parquet; run 'mmrobust benchmark' with --out {folder}"
+            )
         config = None
         if (folder / "benchmark.yaml").exists():
-            config = BenchmarkConfig(**yaml.safe_load((folder / "benchmark.yaml").read_text(encoding="utf-8")))
+            config = parse_benchmark(
+                read_settings(folder / "benchmark.yaml"), str(folder / "benchmark.yaml")
+            )
         hist_path = folder / "histories.parquet"
         histories = pd.read_parquet(hist_path) if hist_path.exists() else pd.DataFrame()
-        return cls(normalise_store(pd.read_parquet(folder / "results.parquet")), config, histories, folder)
+        return cls(
+            normalise_store(pd.read_parquet(folder / "results.parquet")), config, histories, folder
+        )
 
     def query(self, **where: Any) -> pd.DataFrame:
         """Rows whose columns equal the given values (a list means any of them)."""
         frame = self.frame
         for key, value in where.items():
             if key not in frame.columns:
-                raise UserError(f"unknown column '{key}' in the query; allowed: {', '.join(frame.columns)}")
+                raise UserError(
+                    f"unknown column '{key}' in the query; allowed: {', '.join(frame.columns)}"
+                )
             values = value if isinstance(value, (list, tuple, set)) else [value]
             frame = frame[_matches(frame[key], values)]
         return frame
@@ -117,7 +143,9 @@ class ResultsStore:
         """Mean, std and number of seeds of ``value`` per ``by`` (after ``query(**where)``)."""
         unknown = [b for b in by if b not in self.frame.columns]
         if unknown:
-            raise UserError(f"unknown column(s) {unknown} to group by; allowed: {', '.join(self.frame.columns)}")
+            raise UserError(
+                f"unknown column(s) {unknown} to group by; allowed: {', '.join(self.frame.columns)}"
+            )
         rows = self.query(**where)
         grouped = rows.groupby(by, dropna=False, sort=False)["value"]
         return grouped.agg(mean="mean", std="std", seeds="count").reset_index()
@@ -126,7 +154,9 @@ class ResultsStore:
         """The config of table ``name`` of this benchmark."""
         specs = {t.name: t for t in (self.config.tables if self.config else [])}
         if name not in specs:
-            raise UserError(f"unknown table '{name}'; allowed: {', '.join(specs) or 'none in this benchmark'}")
+            raise UserError(
+                f"unknown table '{name}'; allowed: {', '.join(specs) or 'none in this benchmark'}"
+            )
         return specs[name]
 
     def attack_kind(self, name: str | None) -> str | None:
@@ -143,7 +173,9 @@ class ResultsStore:
 def _matches(column: pd.Series, values: list[Any]) -> pd.Series:
     if pd.api.types.is_float_dtype(column):
         arr = column.to_numpy(dtype=float)
-        return pd.Series(np.any([np.isclose(arr, float(v)) for v in values], axis=0), index=column.index)
+        return pd.Series(
+            np.any([np.isclose(arr, float(v)) for v in values], axis=0), index=column.index
+        )
     if pd.api.types.is_integer_dtype(column):
         return column.isin([int(v) for v in values]).fillna(False).astype(bool)
     return column.isin([str(v) for v in values]).fillna(False).astype(bool)
